@@ -1,0 +1,103 @@
+#include "base/thread_pool.h"
+
+#include <pthread.h>
+#include <sched.h>
+
+#include <algorithm>
+
+#include "base/check.h"
+
+namespace dsv4 {
+
+ThreadPool::ThreadPool(int n_threads, bool pin) {
+  if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  workers_.reserve(static_cast<size_t>(n_threads - 1));
+  for (int i = 1; i < n_threads; ++i) {
+    workers_.emplace_back([this, i] { worker_loop(i); });
+    if (pin) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(static_cast<unsigned>(i) % CPU_SETSIZE, &set);
+      (void)pthread_setaffinity_np(workers_.back().native_handle(), sizeof(set), &set);
+    }
+  }
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    generation_.fetch_add(1);
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::run_chunks(int thread_index) {
+  for (;;) {
+    size_t b = next_.fetch_add(chunk_, std::memory_order_relaxed);
+    if (b >= end_) break;
+    size_t e = std::min(end_, b + chunk_);
+    (*fn_)(b, e, thread_index);
+  }
+}
+
+void ThreadPool::worker_loop(int index) {
+  uint64_t seen = 0;
+  for (;;) {
+    // Spin a little for the next job before sleeping.
+    uint64_t g = generation_.load(std::memory_order_acquire);
+    for (int spin = 0; g == seen && spin < 20000; ++spin) {
+#if defined(__x86_64__)
+      __builtin_ia32_pause();
+#endif
+      g = generation_.load(std::memory_order_acquire);
+    }
+    if (g == seen) {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return generation_.load() != seen; });
+      g = generation_.load();
+    }
+    seen = g;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+    }
+    run_chunks(index);
+    active_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+void ThreadPool::parallel_for(size_t begin, size_t end, size_t grain, const RangeFn& fn) {
+  if (begin >= end) return;
+  grain = std::max<size_t>(grain, 1);
+  const size_t n = end - begin;
+  const size_t threads = static_cast<size_t>(num_threads());
+  if (threads == 1 || n <= grain) {
+    fn(begin, end, 0);
+    return;
+  }
+  // About 4 chunks per thread for balance, but never below the grain.
+  size_t chunk = std::max(grain, (n + threads * 4 - 1) / (threads * 4));
+  DSV4_CHECK_MSG(active_.load() == 0, "ThreadPool::parallel_for is not reentrant");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    fn_ = &fn;
+    begin_ = begin;
+    end_ = end;
+    chunk_ = chunk;
+    next_.store(begin, std::memory_order_relaxed);
+    active_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  cv_.notify_all();
+  run_chunks(0);
+  while (active_.load(std::memory_order_acquire) != 0) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  }
+  fn_ = nullptr;
+}
+
+}  // namespace dsv4

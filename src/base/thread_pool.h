@@ -1,0 +1,56 @@
+// base/thread_pool.h — a small fork-join pool for data-parallel loops.
+//
+// Purpose: parallel_for over index ranges in kernels and the forward pass. The pool is passed
+// explicitly (no global pool), so tests can compare 1 thread with N threads.
+// Design: n-1 persistent workers plus the calling thread; work is split into chunks of at least
+// `grain` indices handed out through an atomic counter (dynamic load balance). Workers spin
+// briefly before sleeping, so back-to-back parallel_for calls in a decode loop stay cheap.
+// Invariants: parallel_for is not reentrant (do not call it from inside a task) and must be
+// called from one thread at a time. Non-goals: task graphs, futures, work stealing.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace dsv4 {
+
+class ThreadPool {
+ public:
+  // fn(begin, end, thread_index): processes indices [begin, end); thread_index < num_threads().
+  using RangeFn = std::function<void(size_t begin, size_t end, int thread_index)>;
+
+  // n_threads <= 0 means "all hardware threads" (std::thread::hardware_concurrency()).
+  // pin: pin worker i to CPU i (best effort; ignored where not permitted).
+  explicit ThreadPool(int n_threads = 0, bool pin = false);
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+  ~ThreadPool();
+
+  int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Runs fn over [begin, end) split into chunks of >= grain indices. Returns when all are done.
+  void parallel_for(size_t begin, size_t end, size_t grain, const RangeFn& fn);
+
+ private:
+  void worker_loop(int index);
+  void run_chunks(int thread_index);
+
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> active_{0};
+  bool stop_ = false;
+
+  // The current job (valid while active_ > 0 or the caller runs it).
+  const RangeFn* fn_ = nullptr;
+  size_t begin_ = 0, end_ = 0, chunk_ = 1;
+  std::atomic<size_t> next_{0};
+};
+
+}  // namespace dsv4
