@@ -94,6 +94,8 @@ Status write_file_atomic(const std::string& path, std::span<const uint8_t> data)
   std::string tmpl = (dir / (target.filename().string() + ".tmp.XXXXXX")).string();
   int fd = ::mkstemp(tmpl.data());
   if (fd < 0) return io_error(path + ": cannot create temp file: " + errno_text());
+  // mkstemp creates 0600; give the result ordinary file permissions (rw-r--r--).
+  (void)::fchmod(fd, 0644);
   size_t done = 0;
   while (done < data.size()) {
     ssize_t n = ::write(fd, data.data() + done, data.size() - done);
