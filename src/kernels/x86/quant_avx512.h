@@ -1,0 +1,58 @@
+// kernels/x86/quant_avx512.h — AVX-512 building blocks for decoding quantized formats.
+// Include only from *_avx512.cpp files (compiled with AVX-512 F/BW/VL/DQ flags).
+//
+// f8_e4m3 decode via f16: for a code byte b, the f16 with bits ((sext(b) << 7) & 0xBFFF) has the
+// sign of b, exponent field 0eeee and mantissa mmm0000000, i.e. the value decode(b)·2^-8 for every
+// finite code (e4m3 subnormals land on f16 subnormals, which VCVTPH2PS converts exactly). The
+// factor 2^8 is folded into a block scale or multiplied back (exact). NaN codes (0x7F, 0xFF) come
+// out as ±480·2^-8; callers that must propagate NaN fix them up (see f8_nan_mask16).
+#pragma once
+
+// GCC 12.1/12.2 report false -W(maybe-)uninitialized inside AVX-512 intrinsics that use
+// _mm512_undefined_*() (GCC PR 105593, fixed in 12.3); silenced in AVX-512 translation units only.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace dsv4::kernels::x86_avx512 {
+
+inline constexpr float kF8HalfRebias = 256.0f;  // decode(b) = f16_value(b) · 2^8
+
+// 16 f8_e4m3 codes -> decode(code)·2^-8 as 16 f32 (NaN codes -> ±1.875).
+inline __m512 f8x16_to_f32_scaled(__m128i codes) {
+  __m256i h = _mm256_cvtepi8_epi16(codes);
+  h = _mm256_and_si256(_mm256_slli_epi16(h, 7), _mm256_set1_epi16(static_cast<short>(0xBFFF)));
+  return _mm512_cvtph_ps(h);
+}
+
+// Bit i set where codes[i] is a NaN code (0x7F or 0xFF).
+inline __mmask16 f8_nan_mask16(__m128i codes) {
+  return _mm_cmpeq_epi8_mask(_mm_or_si128(codes, _mm_set1_epi8(static_cast<char>(0x80))),
+                             _mm_set1_epi8(static_cast<char>(0xFF)));
+}
+
+// f4_e2m1 magnitudes and signs as f32, indexed by the 4-bit code (VPERMPS uses the low 4 bits of
+// each 32-bit index).
+inline __m512 f4_lut() {
+  return _mm512_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f,
+                        -2.0f, -3.0f, -4.0f, -6.0f);
+}
+
+// ue8m0 -> f32 (2^(e-127); 0 -> 2^-127; 0xFF -> NaN), scalar, branch-free enough for block loops.
+inline float ue8m0_to_f32(uint8_t e) {
+  const uint32_t bits = e == 0 ? 0x00400000u : (e == 0xFF ? 0x7FC00000u : static_cast<uint32_t>(e) << 23);
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Mask with the low n bits set (n <= 16).
+inline __mmask16 tail_mask16(size_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+
+}  // namespace dsv4::kernels::x86_avx512
