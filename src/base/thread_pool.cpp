@@ -47,7 +47,7 @@ void ThreadPool::worker_loop(int index) {
   for (;;) {
     // Spin a little for the next job before sleeping.
     uint64_t g = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; g == seen && spin < 20000; ++spin) {
+    for (int spin = 0; g == seen && spin < 4000; ++spin) {
 #if defined(__x86_64__)
       __builtin_ia32_pause();
 #endif
@@ -92,10 +92,16 @@ void ThreadPool::parallel_for(size_t begin, size_t end, size_t grain, const Rang
   }
   cv_.notify_all();
   run_chunks(0);
-  while (active_.load(std::memory_order_acquire) != 0) {
+  // Spin briefly, then yield: with more runnable threads than cores (ctest -j, other jobs) a
+  // pure spin would burn the time slice the worker we wait for needs.
+  for (int spin = 0; active_.load(std::memory_order_acquire) != 0; ++spin) {
+    if (spin < 4000) {
 #if defined(__x86_64__)
-    __builtin_ia32_pause();
+      __builtin_ia32_pause();
 #endif
+    } else {
+      std::this_thread::yield();
+    }
   }
   fn_ = nullptr;
 }

@@ -62,7 +62,9 @@ TEST(AlignedBuffer, AlignedAndZeroed) {
 
 TEST(CpuFeatures, Consistent) {
   const auto& f = cpu_features();
-  if (f.has_avx512_tier()) EXPECT_TRUE(f.avx512f);
+  if (f.has_avx512_tier()) {
+    EXPECT_TRUE(f.avx512f);
+  }
   EXPECT_FALSE(f.summary().empty());
 }
 

@@ -2,9 +2,10 @@
 // is parsed), and every bad-input path (one "dsv4: ..." line on stderr, non-zero exit, no
 // crash).
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <nlohmann/json.hpp>
+
+#include "cli_runner.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -21,28 +22,8 @@ using json = nlohmann::json;
 const std::string kConfigs = std::string(DSV4_TEST_DATA_DIR) + "/configs/";
 constexpr uint64_t kM = 1024 * 1024;
 
-struct CliRun {
-  int exit_code = -1;    // -1: did not exit normally (signal)
-  std::string out, err;
-};
-
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'')
-      q += "'\\''";
-    else
-      q += c;
-  }
-  return q + "'";
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using dsv4::testing::CliRun;
+using dsv4::testing::slurp;
 
 class KvCli : public ::testing::Test {
  protected:
@@ -53,23 +34,9 @@ class KvCli : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  CliRun run(const std::vector<std::string>& args) {
-    std::string cmd = shell_quote(DSV4_CLI) + " kv";
-    for (const auto& a : args) {
-      cmd += ' ';
-      cmd += shell_quote(a);
-    }
-    const fs::path out = dir_ / "stdout", err = dir_ / "stderr";
-    cmd += " >";
-    cmd += shell_quote(out.string());
-    cmd += " 2>";
-    cmd += shell_quote(err.string());
-    int st = std::system(cmd.c_str());
-    CliRun r;
-    if (st != -1 && WIFEXITED(st)) r.exit_code = WEXITSTATUS(st);
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
+  CliRun run(std::vector<std::string> args) {
+    args.insert(args.begin(), "kv");
+    return dsv4::testing::run_dsv4(args, dir_);
   }
 
   // A bad input: non-zero exit (not a signal), nothing on stdout, exactly one stderr line

@@ -1,0 +1,506 @@
+#include "model/model.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "base/log.h"
+#include "kernels/codecs.h"
+
+namespace dsv4::model {
+
+using formats::AttentionType;
+using formats::ModelConfig;
+using formats::MlpType;
+namespace k = dsv4::kernels;
+
+namespace {
+
+k::ScoringFunc scoring_func(const std::string& name) {
+  if (name == "softmax") return k::ScoringFunc::softmax;
+  if (name == "sigmoid") return k::ScoringFunc::sigmoid;
+  return k::ScoringFunc::sqrtsoftplus;
+}
+
+// Dot product with 16 independent partial sums (lanes), so the compiler vectorises it without
+// reassociating anything: the result is the same on every ISA the base build targets.
+float dot(const float* a, const float* b, size_t n) {
+  float lane[16] = {};
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (size_t l = 0; l < 16; ++l) lane[l] += a[i + l] * b[i + l];
+  for (; i < n; ++i) lane[i % 16] += a[i] * b[i];
+  float acc = 0.f;
+  for (size_t l = 0; l < 16; ++l) acc += lane[l];
+  return acc;
+}
+
+// Small f32 matrix-vector product for the hyper-connection mixes: y[r] = sum_c W[r,c] x[c].
+void matvec_f32(const float* w, size_t rows, size_t cols, const float* x, float* y) {
+  for (size_t r = 0; r < rows; ++r) {
+    y[r] = dot(w + r * cols, x, cols);
+  }
+}
+
+
+// Scratch buffers of one forward chunk of T tokens (sized once per call).
+struct Work {
+  std::vector<float> streams, streams_next;  // [T, hc, D]
+  std::vector<float> pre, post, comb;        // [T, hc], [T, hc], [T, hc, hc]
+  std::vector<float> collapsed, x;           // [T, D]
+  std::vector<float> q_res, q, kv;           // [T, qr], [T, H*hd], [T, hd]
+  std::vector<float> ckv, cgate;             // [T, width]
+  std::vector<float> ikv, igate, iq, iw;     // [T, 2*ihd], [T, 2*ihd], [T, ih*ihd], [T, ih]
+  std::vector<float> attn, oa, block_out;    // [T, H*hd], [T, G*olr], [T, D]
+  std::vector<float> router, h1, h3, expert_x, expert_y;  // MoE
+};
+
+void resize(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Model>> Model::load(const std::string& path, LoadOptions opts) {
+  DSV4_ASSIGN_OR_RETURN(formats::ModelConfig cfg, formats::load_model_config(path));
+  if (cfg.family != formats::ModelFamily::deepseek_v4)
+    return unsupported(fmt::format("{}: model_type '{}' is not supported for inference "
+                                   "(only deepseek_v4)", cfg.source, cfg.model_type));
+  DSV4_ASSIGN_OR_RETURN(formats::SafetensorsModel ckpt, formats::SafetensorsModel::open(path));
+  std::unique_ptr<Model> m(new Model());
+  m->cfg_ = std::move(cfg);
+  m->ckpt_ = std::make_unique<formats::SafetensorsModel>(std::move(ckpt));
+  if (opts.validate_all) {
+    CheckpointReport rep = check_checkpoint(m->cfg_, *m->ckpt_);
+    if (!rep.problems.empty()) {
+      std::string msg = fmt::format("{}: {} tensor problem(s): {}", path, rep.problems.size(),
+                                    rep.problems.front());
+      for (size_t i = 1; i < std::min<size_t>(rep.problems.size(), 5); ++i)
+        msg += "; " + rep.problems[i];
+      return invalid_argument(msg);
+    }
+  }
+  DSV4_ASSIGN_OR_RETURN(m->w_, bind_weights(m->cfg_, *m->ckpt_));
+  const ModelConfig& c = m->cfg_;
+  k::RopeParams main;
+  main.rope_dim = static_cast<size_t>(c.qk_rope_head_dim);
+  main.theta = c.rope_theta;
+  k::RopeParams comp = main;
+  comp.theta = c.compress_rope_theta;
+  if (c.rope_scaling.type == "yarn") {
+    comp.yarn = true;
+    comp.factor = c.rope_scaling.factor;
+    comp.original_max_position_embeddings =
+        static_cast<double>(c.rope_scaling.original_max_position_embeddings);
+    comp.beta_fast = c.rope_scaling.beta_fast;
+    comp.beta_slow = c.rope_scaling.beta_slow;
+  }
+  m->rope_main_ = k::RopeTable(main, 4096);
+  m->rope_compress_ = k::RopeTable(comp, 4096);
+  return m;
+}
+
+SequenceState Model::new_sequence() const {
+  SequenceState s;
+  s.layers.resize(static_cast<size_t>(cfg_.num_hidden_layers));
+  for (size_t l = 0; l < s.layers.size(); ++l) {
+    LayerState& L = s.layers[l];
+    L.window.assign(static_cast<size_t>(cfg_.sliding_window * cfg_.head_dim), 0.f);
+    auto init = [](CompressorState& cs, const CompressorWeights& w) {
+      cs.kv.assign(static_cast<size_t>(w.ratio * w.width()), 0.f);
+      cs.gate.assign(static_cast<size_t>(w.ratio * w.width()), 0.f);
+      if (w.overlap) {
+        cs.prev_kv.assign(cs.kv.size(), 0.f);
+        cs.prev_gate.assign(cs.gate.size(), 0.f);
+      }
+    };
+    const AttentionWeights& A = w_.layers[l].attn;
+    if (A.compressor) init(L.compressor, *A.compressor);
+    if (A.indexer) init(L.indexer, A.indexer->compressor);
+  }
+  return s;
+}
+
+Status Model::forward(std::span<const int32_t> tokens, SequenceState& state, ThreadPool& pool,
+                      float* logits, bool all_logits, const LayerObserver& observer) const {
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size)
+      return invalid_argument(fmt::format("token {} at index {} is outside the vocabulary [0, {})",
+                                          tokens[i], i, cfg_.vocab_size));
+  }
+  if (state.layers.size() != static_cast<size_t>(cfg_.num_hidden_layers))
+    return failed_precondition("sequence state does not belong to this model");
+  const size_t V = static_cast<size_t>(cfg_.vocab_size);
+  for (size_t b = 0; b < tokens.size(); b += chunk_tokens_) {
+    const size_t n = std::min(chunk_tokens_, tokens.size() - b);
+    const bool last_chunk = b + n == tokens.size();
+    float* out = nullptr;
+    if (logits && all_logits) out = logits + b * V;
+    if (logits && !all_logits && last_chunk) out = logits;
+    DSV4_RETURN_IF_ERROR(forward_chunk(tokens.subspan(b, n), state, pool, out, all_logits, observer));
+  }
+  return ok_status();
+}
+
+namespace {
+
+// Adds one token's projections to a compressor and, when its window completes, appends the
+// pooled entry (softmax-gated over the window's slots, RMSNorm, RoPE at the window start).
+// kv_row, gate_row: [width] for position `pos`.
+void compressor_push(const CompressorWeights& w, CompressorState& s, const float* kv_row,
+                     const float* gate_row, int64_t pos, const k::RopeTable& rope, float eps) {
+  const size_t width = static_cast<size_t>(w.width());
+  const size_t dim = static_cast<size_t>(w.dim);
+  const size_t ratio = static_cast<size_t>(w.ratio);
+  const size_t slot = static_cast<size_t>(pos % w.ratio);
+  DSV4_CHECK(static_cast<int64_t>(slot) == s.pending);
+  std::memcpy(&s.kv[slot * width], kv_row, width * sizeof(float));
+  const float* ape = &w.ape[slot * width];
+  for (size_t i = 0; i < width; ++i) s.gate[slot * width + i] = gate_row[i] + ape[i];
+  ++s.pending;
+  if (s.pending < w.ratio) return;
+
+  // The window is complete: pool it.
+  const float* kv_rows[256];
+  const float* gate_rows[256];
+  DSV4_CHECK(2 * ratio <= 256);
+  size_t n = 0;
+  if (w.overlap) {
+    // Entry w = softmax over [Ca of window w-1 (first half of each row) | Cb of window w].
+    if (s.have_prev) {
+      for (size_t j = 0; j < ratio; ++j) {
+        kv_rows[n] = &s.prev_kv[j * width];
+        gate_rows[n++] = &s.prev_gate[j * width];
+      }
+    }
+    for (size_t j = 0; j < ratio; ++j) {
+      kv_rows[n] = &s.kv[j * width + dim];
+      gate_rows[n++] = &s.gate[j * width + dim];
+    }
+  } else {
+    for (size_t j = 0; j < ratio; ++j) {
+      kv_rows[n] = &s.kv[j * width];
+      gate_rows[n++] = &s.gate[j * width];
+    }
+  }
+  const size_t e = static_cast<size_t>(s.n_entries);
+  s.entries.resize((e + 1) * dim);
+  float* entry = &s.entries[e * dim];
+  k::compress_pool_f32(kv_rows, gate_rows, n, dim, entry);
+  k::rmsnorm_f32(entry, w.norm.data(), entry, dim, eps);
+  const int64_t window_start = pos + 1 - w.ratio;
+  const size_t rd = rope.rope_dim();
+  float cs[256], sn[256];
+  DSV4_CHECK(rd / 2 <= 256);
+  rope.cos_sin(window_start, cs, sn);
+  k::rope_interleaved_f32(entry + dim - rd, 1, dim, cs, sn, rd, k::RopeDir::forward);
+  ++s.n_entries;
+  if (w.overlap) {
+    std::swap(s.prev_kv, s.kv);
+    std::swap(s.prev_gate, s.gate);
+    s.have_prev = true;
+  }
+  s.pending = 0;
+}
+
+}  // namespace
+
+Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& state,
+                            ThreadPool& pool, float* logits, bool all_logits,
+                            const LayerObserver& observer) const {
+  const ModelConfig& c = cfg_;
+  const size_t T = tokens.size();
+  const size_t D = static_cast<size_t>(c.hidden_size);
+  const size_t hc = static_cast<size_t>(c.hc_mult);
+  const size_t H = static_cast<size_t>(c.num_attention_heads);
+  const size_t hd = static_cast<size_t>(c.head_dim);
+  const size_t rd = static_cast<size_t>(c.qk_rope_head_dim);
+  const size_t qr = static_cast<size_t>(c.q_lora_rank);
+  const size_t G = static_cast<size_t>(c.o_groups);
+  const size_t olr = static_cast<size_t>(c.o_lora_rank);
+  const size_t ih = static_cast<size_t>(c.index_n_heads);
+  const size_t ihd = static_cast<size_t>(c.index_head_dim);
+  const size_t E = static_cast<size_t>(c.n_routed_experts);
+  const size_t topk_e = static_cast<size_t>(c.num_experts_per_tok);
+  const size_t W = static_cast<size_t>(c.sliding_window);
+  const size_t mix = (2 + hc) * hc;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float hc_eps = static_cast<float>(c.hc_eps);
+  const int64_t pos0 = state.n_tokens;
+  const int nthreads = pool.num_threads();
+
+  Work wk;
+  resize(wk.streams, T * hc * D);
+  resize(wk.streams_next, T * hc * D);
+  resize(wk.pre, T * hc);
+  resize(wk.post, T * hc);
+  resize(wk.comb, T * hc * hc);
+  resize(wk.collapsed, T * D);
+  resize(wk.x, T * D);
+  resize(wk.block_out, T * D);
+
+  // Embedding, copied into every hyper-connection stream.
+  for (size_t t = 0; t < T; ++t) {
+    float* s0 = &wk.streams[t * hc * D];
+    linear_row_f32(w_.embed, static_cast<size_t>(tokens[t]), s0);
+    for (size_t j = 1; j < hc; ++j) std::memcpy(s0 + j * D, s0, D * sizeof(float));
+  }
+
+  // Hyper-connection "pre" step for every token: mixes from the normalised flattened streams,
+  // then pre/post/comb and the collapsed block input.
+  auto hc_pre = [&](const HcWeights& hw, const std::vector<float>& norm_w) {
+    pool.parallel_for(0, T, 1, [&](size_t b, size_t e, int) {
+      std::vector<float> flat(hc * D), mixes(mix);
+      for (size_t t = b; t < e; ++t) {
+        const float* s = &wk.streams[t * hc * D];
+        k::rmsnorm_f32(s, nullptr, flat.data(), hc * D, eps);
+        matvec_f32(hw.fn.data(), mix, hc * D, flat.data(), mixes.data());
+        k::hc_split_sinkhorn_f32(mixes.data(), hw.scale.data(), hw.base.data(), hc,
+                                 static_cast<int>(c.hc_sinkhorn_iters), hc_eps, &wk.pre[t * hc],
+                                 &wk.post[t * hc], &wk.comb[t * hc * hc]);
+        k::hc_collapse_f32(s, &wk.pre[t * hc], hc, D, &wk.collapsed[t * D]);
+        k::rmsnorm_f32(&wk.collapsed[t * D], norm_w.data(), &wk.x[t * D], D, eps);
+      }
+    });
+  };
+  auto hc_post = [&]() {
+    for (size_t t = 0; t < T; ++t)
+      k::hc_expand_f32(&wk.block_out[t * D], &wk.streams[t * hc * D], &wk.post[t * hc],
+                       &wk.comb[t * hc * hc], hc, D, &wk.streams_next[t * hc * D]);
+    std::swap(wk.streams, wk.streams_next);
+  };
+
+  std::vector<std::vector<float>> thread_scratch(static_cast<size_t>(nthreads));
+  k::TopKScratch topk_scratch;
+  std::vector<int32_t> selected;
+  std::vector<float> keys, scores;
+
+  for (size_t l = 0; l < w_.layers.size(); ++l) {
+    const LayerWeights& L = w_.layers[l];
+    const AttentionWeights& A = L.attn;
+    LayerState& S = state.layers[l];
+    const bool sliding = A.type == AttentionType::sliding_attention;
+    const k::RopeTable& rope = sliding ? rope_main_ : rope_compress_;
+
+    // ---------------- attention block
+    hc_pre(L.hc_attn, L.attn_norm);
+    resize(wk.q_res, T * qr);
+    resize(wk.q, T * H * hd);
+    resize(wk.kv, T * hd);
+    linear(A.wq_a, wk.x.data(), T, wk.q_res.data(), pool);
+    for (size_t t = 0; t < T; ++t)
+      k::rmsnorm_f32(&wk.q_res[t * qr], A.q_norm.data(), &wk.q_res[t * qr], qr, eps);
+    linear(A.wq_b, wk.q_res.data(), T, wk.q.data(), pool);
+    linear(A.wkv, wk.x.data(), T, wk.kv.data(), pool);
+    if (A.compressor) {
+      const size_t width = static_cast<size_t>(A.compressor->width());
+      resize(wk.ckv, T * width);
+      resize(wk.cgate, T * width);
+      linear(A.compressor->wkv, wk.x.data(), T, wk.ckv.data(), pool);
+      linear(A.compressor->wgate, wk.x.data(), T, wk.cgate.data(), pool);
+    }
+    if (A.indexer) {
+      resize(wk.ikv, T * 2 * ihd);
+      resize(wk.igate, T * 2 * ihd);
+      resize(wk.iq, T * ih * ihd);
+      resize(wk.iw, T * ih);
+      linear(A.indexer->compressor.wkv, wk.x.data(), T, wk.ikv.data(), pool);
+      linear(A.indexer->compressor.wgate, wk.x.data(), T, wk.igate.data(), pool);
+      linear(A.indexer->wq_b, wk.q_res.data(), T, wk.iq.data(), pool);
+      linear(A.indexer->weights_proj, wk.x.data(), T, wk.iw.data(), pool);
+    }
+    resize(wk.attn, T * H * hd);
+
+    for (size_t t = 0; t < T; ++t) {
+      const int64_t pos = pos0 + static_cast<int64_t>(t);
+      float cs[256], sn[256];
+      DSV4_CHECK(rd / 2 <= 256);
+      rope.cos_sin(pos, cs, sn);
+      // q: per-head weightless RMSNorm, then RoPE on each head's trailing rd channels.
+      float* q = &wk.q[t * H * hd];
+      for (size_t h = 0; h < H; ++h) k::rmsnorm_f32(q + h * hd, nullptr, q + h * hd, hd, eps);
+      k::rope_interleaved_f32(q + hd - rd, H, hd, cs, sn, rd, k::RopeDir::forward);
+      // kv: RMSNorm (weighted), RoPE, into the window ring.
+      float* kvr = &wk.kv[t * hd];
+      k::rmsnorm_f32(kvr, A.kv_norm.data(), kvr, hd, eps);
+      k::rope_interleaved_f32(kvr + hd - rd, 1, hd, cs, sn, rd, k::RopeDir::forward);
+      std::memcpy(&S.window[static_cast<size_t>(pos % static_cast<int64_t>(W)) * hd], kvr,
+                  hd * sizeof(float));
+      // Compressors see this token before its query attends (an entry whose window ends at
+      // `pos` is visible to `pos`).
+      if (A.compressor) {
+        const size_t width = static_cast<size_t>(A.compressor->width());
+        compressor_push(*A.compressor, S.compressor, &wk.ckv[t * width], &wk.cgate[t * width],
+                        pos, rope_compress_, eps);
+      }
+      if (A.indexer) {
+        compressor_push(A.indexer->compressor, S.indexer, &wk.ikv[t * 2 * ihd],
+                        &wk.igate[t * 2 * ihd], pos, rope_compress_, eps);
+      }
+
+      // Gather this query's keys: the window (oldest first), then compressed entries.
+      const size_t n_win = static_cast<size_t>(std::min<int64_t>(pos + 1, static_cast<int64_t>(W)));
+      size_t n_comp = 0;
+      selected.clear();
+      if (A.type == AttentionType::heavily_compressed_attention) {
+        n_comp = static_cast<size_t>(S.compressor.n_entries);
+      } else if (A.indexer && S.indexer.n_entries > 0) {
+        // Lightning indexer: score every complete entry, keep the top index_topk.
+        const size_t n_entries = static_cast<size_t>(S.indexer.n_entries);
+        DSV4_CHECK(S.compressor.n_entries == S.indexer.n_entries);
+        float* iq = &wk.iq[t * ih * ihd];
+        float cs2[256], sn2[256];
+        rope_compress_.cos_sin(pos, cs2, sn2);
+        k::rope_interleaved_f32(iq + ihd - rd, ih, ihd, cs2, sn2, rd, k::RopeDir::forward);
+        float wts[1024];
+        DSV4_CHECK(ih <= 1024);
+        const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(ih)) /
+                                                std::sqrt(static_cast<double>(ihd)));
+        for (size_t h = 0; h < ih; ++h) wts[h] = wk.iw[t * ih + h] * wscale;
+        scores.resize(n_entries);
+        k::indexer_scores_f32(iq, wts, ih, ihd, S.indexer.entries.data(), n_entries,
+                              scores.data());
+        n_comp = std::min(n_entries, static_cast<size_t>(c.index_topk));
+        selected.resize(n_comp);
+        k::topk_f32(scores.data(), n_entries, n_comp, selected.data(), &topk_scratch);
+      }
+      const size_t n_keys = n_win + n_comp;
+      keys.resize(n_keys * hd);
+      for (size_t i = 0; i < n_win; ++i) {
+        const int64_t p = pos + 1 - static_cast<int64_t>(n_win) + static_cast<int64_t>(i);
+        std::memcpy(&keys[i * hd], &S.window[static_cast<size_t>(p % static_cast<int64_t>(W)) * hd],
+                    hd * sizeof(float));
+      }
+      for (size_t i = 0; i < n_comp; ++i) {
+        const size_t e = selected.empty() ? i : static_cast<size_t>(selected[i]);
+        std::memcpy(&keys[(n_win + i) * hd], &S.compressor.entries[e * hd], hd * sizeof(float));
+      }
+
+      // Per-head attention with the sink; K = V.
+      const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+      float* out = &wk.attn[t * H * hd];
+      pool.parallel_for(0, H, 1, [&](size_t hb, size_t he, int ti) {
+        std::vector<float>& p = thread_scratch[static_cast<size_t>(ti)];
+        if (p.size() < n_keys) p.resize(n_keys);
+        for (size_t h = hb; h < he; ++h) {
+          const float* qh = q + h * hd;
+          for (size_t j = 0; j < n_keys; ++j) p[j] = dot(qh, &keys[j * hd], hd) * scale;
+          k::softmax_sink_f32(p.data(), p.data(), n_keys, A.sink[h]);
+          float* oh = out + h * hd;
+          std::fill(oh, oh + hd, 0.f);
+          for (size_t j = 0; j < n_keys; ++j) {
+            const float pj = p[j];
+            const float* kj = &keys[j * hd];
+            for (size_t d = 0; d < hd; ++d) oh[d] += pj * kj[d];
+          }
+        }
+      });
+      // Undo the values' rotation on the output's rope slice (rotate by -pos).
+      k::rope_interleaved_f32(out + hd - rd, H, hd, cs, sn, rd, k::RopeDir::inverse);
+    }
+
+    // Grouped low-rank output projection: group g of the heads' outputs -> o_lora_rank dims.
+    resize(wk.oa, T * G * olr);
+    const size_t in_g = H * hd / G;
+    pool.parallel_for(0, G * olr, 16, [&](size_t rb, size_t re, int) {
+      for (size_t r = rb; r < re;) {
+        const size_t g = r / olr;
+        const size_t r_end = std::min(re, (g + 1) * olr);
+        A.wo_a.apply_rows(wk.attn.data() + g * in_g, H * hd, T, wk.oa.data(), G * olr, r, r_end);
+        r = r_end;
+      }
+    });
+    linear(A.wo_b, wk.oa.data(), T, wk.block_out.data(), pool);
+    hc_post();
+
+    // ---------------- MoE block
+    const FfnWeights& F = L.ffn;
+    hc_pre(L.hc_ffn, L.ffn_norm);
+    resize(wk.router, T * E);
+    linear(F.gate, wk.x.data(), T, wk.router.data(), pool);
+    const size_t inter = F.shared.w1.rows;
+    // Shared expert on every token.
+    resize(wk.h1, T * inter);
+    resize(wk.h3, T * inter);
+    linear(F.shared.w1, wk.x.data(), T, wk.h1.data(), pool);
+    linear(F.shared.w3, wk.x.data(), T, wk.h3.data(), pool);
+    for (size_t t = 0; t < T; ++t)
+      k::swiglu_f32(&wk.h1[t * inter], &wk.h3[t * inter], &wk.h1[t * inter], inter,
+                    static_cast<float>(c.swiglu_limit));
+    linear(F.shared.w2, wk.h1.data(), T, wk.block_out.data(), pool);
+    // Routing: which experts and with what weight.
+    std::vector<std::vector<std::pair<size_t, float>>> per_expert(E);  // (token, weight)
+    {
+      std::vector<float> sc(E), biased(E);
+      std::vector<int32_t> idx(topk_e);
+      for (size_t t = 0; t < T; ++t) {
+        k::router_scores_f32(&wk.router[t * E], sc.data(), E, scoring_func(c.scoring_func));
+        if (F.type == MlpType::hash_moe) {
+          for (size_t i = 0; i < topk_e; ++i)
+            idx[i] = F.tid2eid[static_cast<size_t>(tokens[t]) * topk_e + i];
+        } else {
+          for (size_t e = 0; e < E; ++e) biased[e] = sc[e] + F.bias[e];
+          k::topk_f32(biased.data(), E, topk_e, idx.data(), &topk_scratch);
+        }
+        float sum = 0.f;
+        for (size_t i = 0; i < topk_e; ++i) sum += sc[static_cast<size_t>(idx[i])];
+        for (size_t i = 0; i < topk_e; ++i) {
+          const size_t e = static_cast<size_t>(idx[i]);
+          const float wgt = sc[e] / (sum + 1e-20f) * static_cast<float>(c.routed_scaling_factor);
+          per_expert[e].push_back({t, wgt});
+        }
+      }
+    }
+    for (size_t e = 0; e < E; ++e) {
+      const auto& rows = per_expert[e];
+      if (rows.empty()) continue;
+      const size_t m = rows.size();
+      const Expert& X = F.experts[e];
+      const size_t ei = X.w1.rows;
+      resize(wk.expert_x, m * D);
+      resize(wk.h1, m * ei);
+      resize(wk.h3, m * ei);
+      resize(wk.expert_y, m * D);
+      for (size_t i = 0; i < m; ++i)
+        std::memcpy(&wk.expert_x[i * D], &wk.x[rows[i].first * D], D * sizeof(float));
+      linear(X.w1, wk.expert_x.data(), m, wk.h1.data(), pool);
+      linear(X.w3, wk.expert_x.data(), m, wk.h3.data(), pool);
+      for (size_t i = 0; i < m; ++i)
+        k::swiglu_f32(&wk.h1[i * ei], &wk.h3[i * ei], &wk.h1[i * ei], ei,
+                      static_cast<float>(c.swiglu_limit), rows[i].second);
+      linear(X.w2, wk.h1.data(), m, wk.expert_y.data(), pool);
+      for (size_t i = 0; i < m; ++i) {
+        float* dst = &wk.block_out[rows[i].first * D];
+        const float* src = &wk.expert_y[i * D];
+        for (size_t d = 0; d < D; ++d) dst[d] += src[d];
+      }
+    }
+    hc_post();
+    if (observer) observer(static_cast<int>(l), pos0, static_cast<int64_t>(T), wk.streams.data());
+  }
+
+  // Final: collapse the streams (hc_head), RMSNorm, LM head.
+  if (logits) {
+    const size_t first = all_logits ? 0 : T - 1;
+    const size_t n = T - first;
+    std::vector<float> xs(n * D), flat(hc * D), mixes(hc), pre(hc);
+    for (size_t i = 0; i < n; ++i) {
+      const float* s = &wk.streams[(first + i) * hc * D];
+      k::rmsnorm_f32(s, nullptr, flat.data(), hc * D, eps);
+      matvec_f32(w_.hc_head_fn.data(), hc, hc * D, flat.data(), mixes.data());
+      k::hc_head_pre_f32(mixes.data(), w_.hc_head_scale[0], w_.hc_head_base.data(), hc, hc_eps,
+                         pre.data());
+      k::hc_collapse_f32(s, pre.data(), hc, D, &xs[i * D]);
+      k::rmsnorm_f32(&xs[i * D], w_.norm.data(), &xs[i * D], D, eps);
+    }
+    linear(w_.head, xs.data(), n, logits, pool);
+  }
+  state.n_tokens += static_cast<int64_t>(T);
+  state.tokens.insert(state.tokens.end(), tokens.begin(), tokens.end());
+  return ok_status();
+}
+
+}  // namespace dsv4::model
