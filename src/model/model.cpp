@@ -104,24 +104,45 @@ Result<std::unique_ptr<Model>> Model::load(const std::string& path, LoadOptions 
 }
 
 SequenceState Model::new_sequence() const {
+  auto s = new_sequence(kv::Scheme::f32);
+  DSV4_CHECK(s.ok());  // f32 storage exists for every V4 config and the pool is unlimited
+  return std::move(*s);
+}
+
+Result<SequenceState> Model::new_sequence(kv::Scheme scheme, std::shared_ptr<kv::BlockPool> pool,
+                                          kv::CacheOptions options) const {
+  if (pool == nullptr) pool = std::make_shared<kv::BlockPool>();
   SequenceState s;
-  s.layers.resize(static_cast<size_t>(cfg_.num_hidden_layers));
-  for (size_t l = 0; l < s.layers.size(); ++l) {
-    LayerState& L = s.layers[l];
-    L.window.assign(static_cast<size_t>(cfg_.sliding_window * cfg_.head_dim), 0.f);
-    auto init = [](CompressorState& cs, const CompressorWeights& w) {
-      cs.kv.assign(static_cast<size_t>(w.ratio * w.width()), 0.f);
-      cs.gate.assign(static_cast<size_t>(w.ratio * w.width()), 0.f);
-      if (w.overlap) {
-        cs.prev_kv.assign(cs.kv.size(), 0.f);
-        cs.prev_gate.assign(cs.gate.size(), 0.f);
-      }
-    };
+  DSV4_ASSIGN_OR_RETURN(s.kv, kv::SequenceCache::create(cfg_, scheme, std::move(pool), options));
+  // The cache's compressor geometry must be the weights' (both come from the config).
+  for (size_t l = 0; l < w_.layers.size(); ++l) {
     const AttentionWeights& A = w_.layers[l].attn;
-    if (A.compressor) init(L.compressor, *A.compressor);
-    if (A.indexer) init(L.indexer, A.indexer->compressor);
+    const int li = static_cast<int>(l);
+    if (A.compressor) {
+      const kv::CompressorStateView v = s.kv.compressor_state(li, kv::Compressor::kv);
+      DSV4_CHECK(v.ratio == A.compressor->ratio && v.dim == A.compressor->dim &&
+                 v.overlap == A.compressor->overlap);
+    }
+    if (A.indexer) {
+      const kv::CompressorStateView v = s.kv.compressor_state(li, kv::Compressor::indexer);
+      DSV4_CHECK(v.ratio == A.indexer->compressor.ratio && v.dim == A.indexer->compressor.dim &&
+                 v.overlap == A.indexer->compressor.overlap);
+    }
   }
   return s;
+}
+
+Status Model::rewind(SequenceState& state, int64_t pos, ThreadPool& pool) const {
+  if (pos < 0 || pos > state.n_tokens)
+    return invalid_argument(fmt::format("rewind to {}: the sequence holds {} tokens", pos,
+                                        state.n_tokens));
+  if (pos == state.n_tokens) return ok_status();
+  const int64_t s = state.kv.checkpoint_at_or_before(pos);
+  std::vector<int32_t> replay(state.tokens.begin() + s, state.tokens.begin() + pos);
+  state.kv.restore(s);
+  state.tokens.resize(static_cast<size_t>(s));
+  state.n_tokens = s;
+  return forward(replay, state, pool, nullptr, false);
 }
 
 Status Model::forward(std::span<const int32_t> tokens, SequenceState& state, ThreadPool& pool,
@@ -131,7 +152,7 @@ Status Model::forward(std::span<const int32_t> tokens, SequenceState& state, Thr
       return invalid_argument(fmt::format("token {} at index {} is outside the vocabulary [0, {})",
                                           tokens[i], i, cfg_.vocab_size));
   }
-  if (state.layers.size() != static_cast<size_t>(cfg_.num_hidden_layers))
+  if (state.kv.n_layers() != static_cast<int>(cfg_.num_hidden_layers))
     return failed_precondition("sequence state does not belong to this model");
   const size_t V = static_cast<size_t>(cfg_.vocab_size);
   for (size_t b = 0; b < tokens.size(); b += chunk_tokens_) {
@@ -147,21 +168,23 @@ Status Model::forward(std::span<const int32_t> tokens, SequenceState& state, Thr
 
 namespace {
 
-// Adds one token's projections to a compressor and, when its window completes, appends the
-// pooled entry (softmax-gated over the window's slots, RMSNorm, RoPE at the window start).
+// Adds one token's projections to a compressor's state (kept in the KV cache) and, when its
+// window completes, pools it into `entry` [dim] (softmax-gated over the window's slots,
+// RMSNorm, RoPE at the window start) and returns true.
 // kv_row, gate_row: [width] for position `pos`.
-void compressor_push(const CompressorWeights& w, CompressorState& s, const float* kv_row,
-                     const float* gate_row, int64_t pos, const k::RopeTable& rope, float eps) {
+bool compressor_push(const CompressorWeights& w, const kv::CompressorStateView& s,
+                     const float* kv_row, const float* gate_row, int64_t pos,
+                     const k::RopeTable& rope, float eps, float* entry) {
   const size_t width = static_cast<size_t>(w.width());
   const size_t dim = static_cast<size_t>(w.dim);
   const size_t ratio = static_cast<size_t>(w.ratio);
-  const size_t slot = static_cast<size_t>(pos % w.ratio);
-  DSV4_CHECK(static_cast<int64_t>(slot) == s.pending);
-  std::memcpy(&s.kv[slot * width], kv_row, width * sizeof(float));
-  const float* ape = &w.ape[slot * width];
-  for (size_t i = 0; i < width; ++i) s.gate[slot * width + i] = gate_row[i] + ape[i];
-  ++s.pending;
-  if (s.pending < w.ratio) return;
+  const int64_t win = pos / w.ratio;
+  const int64_t slot = pos % w.ratio;
+  std::memcpy(s.kv_row(win, slot), kv_row, width * sizeof(float));
+  const float* ape = &w.ape[static_cast<size_t>(slot) * width];
+  float* gate = s.gate_row(win, slot);
+  for (size_t i = 0; i < width; ++i) gate[i] = gate_row[i] + ape[i];
+  if (slot + 1 < w.ratio) return false;
 
   // The window is complete: pool it.
   const float* kv_rows[256];
@@ -170,25 +193,22 @@ void compressor_push(const CompressorWeights& w, CompressorState& s, const float
   size_t n = 0;
   if (w.overlap) {
     // Entry w = softmax over [Ca of window w-1 (first half of each row) | Cb of window w].
-    if (s.have_prev) {
+    if (win > 0) {
       for (size_t j = 0; j < ratio; ++j) {
-        kv_rows[n] = &s.prev_kv[j * width];
-        gate_rows[n++] = &s.prev_gate[j * width];
+        kv_rows[n] = s.kv_row(win - 1, static_cast<int64_t>(j));
+        gate_rows[n++] = s.gate_row(win - 1, static_cast<int64_t>(j));
       }
     }
     for (size_t j = 0; j < ratio; ++j) {
-      kv_rows[n] = &s.kv[j * width + dim];
-      gate_rows[n++] = &s.gate[j * width + dim];
+      kv_rows[n] = s.kv_row(win, static_cast<int64_t>(j)) + dim;
+      gate_rows[n++] = s.gate_row(win, static_cast<int64_t>(j)) + dim;
     }
   } else {
     for (size_t j = 0; j < ratio; ++j) {
-      kv_rows[n] = &s.kv[j * width];
-      gate_rows[n++] = &s.gate[j * width];
+      kv_rows[n] = s.kv_row(win, static_cast<int64_t>(j));
+      gate_rows[n++] = s.gate_row(win, static_cast<int64_t>(j));
     }
   }
-  const size_t e = static_cast<size_t>(s.n_entries);
-  s.entries.resize((e + 1) * dim);
-  float* entry = &s.entries[e * dim];
   k::compress_pool_f32(kv_rows, gate_rows, n, dim, entry);
   k::rmsnorm_f32(entry, w.norm.data(), entry, dim, eps);
   const int64_t window_start = pos + 1 - w.ratio;
@@ -197,13 +217,24 @@ void compressor_push(const CompressorWeights& w, CompressorState& s, const float
   DSV4_CHECK(rd / 2 <= 256);
   rope.cos_sin(window_start, cs, sn);
   k::rope_interleaved_f32(entry + dim - rd, 1, dim, cs, sn, rd, k::RopeDir::forward);
-  ++s.n_entries;
-  if (w.overlap) {
-    std::swap(s.prev_kv, s.kv);
-    std::swap(s.prev_gate, s.gate);
-    s.have_prev = true;
-  }
-  s.pending = 0;
+  return true;
+}
+
+// In-place normalised Walsh–Hadamard transform of x[n] (n a power of two), Sylvester order:
+// DeepSeek-V4 inference/model.py `rotate_activation` (fast_hadamard_transform with scale
+// n^-1/2), applied to indexer keys before FP4 storage and to indexer queries, so q·k is
+// unchanged in exact arithmetic while outliers are spread over the FP4 blocks.
+void hadamard_f32(float* x, size_t n) {
+  DSV4_CHECK(n > 0 && (n & (n - 1)) == 0);
+  for (size_t h = 1; h < n; h *= 2)
+    for (size_t i = 0; i < n; i += 2 * h)
+      for (size_t j = i; j < i + h; ++j) {
+        const float a = x[j], b = x[j + h];
+        x[j] = a + b;
+        x[j + h] = a - b;
+      }
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(n)));
+  for (size_t i = 0; i < n; ++i) x[i] *= scale;
 }
 
 }  // namespace
@@ -231,6 +262,10 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
   const float hc_eps = static_cast<float>(c.hc_eps);
   const int64_t pos0 = state.n_tokens;
   const int nthreads = pool.num_threads();
+  kv::SequenceCache& C = state.kv;
+  // Every block this chunk's records need, before anything changes (out_of_memory is clean).
+  DSV4_RETURN_IF_ERROR(C.reserve(pos0 + static_cast<int64_t>(T)));
+  const bool official = C.scheme() == kv::Scheme::official;
 
   Work wk;
   resize(wk.streams, T * hc * D);
@@ -276,12 +311,12 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
   std::vector<std::vector<float>> thread_scratch(static_cast<size_t>(nthreads));
   k::TopKScratch topk_scratch;
   std::vector<int32_t> selected;
-  std::vector<float> keys, scores;
+  std::vector<float> keys, scores, entry, key_block;
 
   for (size_t l = 0; l < w_.layers.size(); ++l) {
     const LayerWeights& L = w_.layers[l];
     const AttentionWeights& A = L.attn;
-    LayerState& S = state.layers[l];
+    const int li = static_cast<int>(l);
     const bool sliding = A.type == AttentionType::sliding_attention;
     const k::RopeTable& rope = sliding ? rope_main_ : rope_compress_;
 
@@ -327,18 +362,26 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
       float* kvr = &wk.kv[t * hd];
       k::rmsnorm_f32(kvr, A.kv_norm.data(), kvr, hd, eps);
       k::rope_interleaved_f32(kvr + hd - rd, 1, hd, cs, sn, rd, k::RopeDir::forward);
-      std::memcpy(&S.window[static_cast<size_t>(pos % static_cast<int64_t>(W)) * hd], kvr,
-                  hd * sizeof(float));
+      if (C.checkpoint_due(pos)) C.capture_checkpoint(li, pos);
+      C.write_window(li, pos, kvr);
       // Compressors see this token before its query attends (an entry whose window ends at
       // `pos` is visible to `pos`).
       if (A.compressor) {
         const size_t width = static_cast<size_t>(A.compressor->width());
-        compressor_push(*A.compressor, S.compressor, &wk.ckv[t * width], &wk.cgate[t * width],
-                        pos, rope_compress_, eps);
+        entry.resize(hd);
+        if (compressor_push(*A.compressor, C.compressor_state(li, kv::Compressor::kv),
+                            &wk.ckv[t * width], &wk.cgate[t * width], pos, rope_compress_, eps,
+                            entry.data()))
+          C.append_entry(li, entry.data());
       }
       if (A.indexer) {
-        compressor_push(A.indexer->compressor, S.indexer, &wk.ikv[t * 2 * ihd],
-                        &wk.igate[t * 2 * ihd], pos, rope_compress_, eps);
+        entry.resize(std::max(hd, ihd));
+        if (compressor_push(A.indexer->compressor, C.compressor_state(li, kv::Compressor::indexer),
+                            &wk.ikv[t * 2 * ihd], &wk.igate[t * 2 * ihd], pos, rope_compress_,
+                            eps, entry.data())) {
+          if (official) hadamard_f32(entry.data(), ihd);
+          C.append_index_key(li, entry.data());
+        }
       }
 
       // Gather this query's keys: the window (oldest first), then compressed entries.
@@ -346,23 +389,34 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
       size_t n_comp = 0;
       selected.clear();
       if (A.type == AttentionType::heavily_compressed_attention) {
-        n_comp = static_cast<size_t>(S.compressor.n_entries);
-      } else if (A.indexer && S.indexer.n_entries > 0) {
+        n_comp = static_cast<size_t>(C.n_entries(li));
+      } else if (A.indexer && C.n_index_keys(li) > 0) {
         // Lightning indexer: score every complete entry, keep the top index_topk.
-        const size_t n_entries = static_cast<size_t>(S.indexer.n_entries);
-        DSV4_CHECK(S.compressor.n_entries == S.indexer.n_entries);
+        const size_t n_entries = static_cast<size_t>(C.n_index_keys(li));
+        DSV4_CHECK(C.n_entries(li) == C.n_index_keys(li));
         float* iq = &wk.iq[t * ih * ihd];
         float cs2[256], sn2[256];
         rope_compress_.cos_sin(pos, cs2, sn2);
         k::rope_interleaved_f32(iq + ihd - rd, ih, ihd, cs2, sn2, rd, k::RopeDir::forward);
+        // The stored keys are Hadamard-rotated under `official`: rotate the queries alike.
+        if (official)
+          for (size_t h = 0; h < ih; ++h) hadamard_f32(iq + h * ihd, ihd);
         float wts[1024];
         DSV4_CHECK(ih <= 1024);
         const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(ih)) /
                                                 std::sqrt(static_cast<double>(ihd)));
         for (size_t h = 0; h < ih; ++h) wts[h] = wk.iw[t * ih + h] * wscale;
         scores.resize(n_entries);
-        k::indexer_scores_f32(iq, wts, ih, ihd, S.indexer.entries.data(), n_entries,
-                              scores.data());
+        // Keys are read (dequantized) a bounded run at a time; each score depends on its own
+        // key only, so the runs give the same scores as one call over all keys.
+        constexpr size_t kKeyRun = 256;
+        key_block.resize(kKeyRun * ihd);
+        for (size_t e0 = 0; e0 < n_entries; e0 += kKeyRun) {
+          const size_t n = std::min(kKeyRun, n_entries - e0);
+          C.read_index_keys(li, static_cast<int64_t>(e0), static_cast<int64_t>(n),
+                            key_block.data());
+          k::indexer_scores_f32(iq, wts, ih, ihd, key_block.data(), n, scores.data() + e0);
+        }
         n_comp = std::min(n_entries, static_cast<size_t>(c.index_topk));
         selected.resize(n_comp);
         k::topk_f32(scores.data(), n_entries, n_comp, selected.data(), &topk_scratch);
@@ -371,12 +425,11 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
       keys.resize(n_keys * hd);
       for (size_t i = 0; i < n_win; ++i) {
         const int64_t p = pos + 1 - static_cast<int64_t>(n_win) + static_cast<int64_t>(i);
-        std::memcpy(&keys[i * hd], &S.window[static_cast<size_t>(p % static_cast<int64_t>(W)) * hd],
-                    hd * sizeof(float));
+        C.read_window(li, p, &keys[i * hd]);
       }
       for (size_t i = 0; i < n_comp; ++i) {
         const size_t e = selected.empty() ? i : static_cast<size_t>(selected[i]);
-        std::memcpy(&keys[(n_win + i) * hd], &S.compressor.entries[e * hd], hd * sizeof(float));
+        C.read_entry(li, static_cast<int64_t>(e), &keys[(n_win + i) * hd]);
       }
 
       // Per-head attention with the sink; K = V.

@@ -13,9 +13,10 @@
 // checkpoint weights).
 //
 // Invariants: a SequenceState belongs to one Model (same config); positions are implicit
-// (state.n_tokens). Non-goals here: the production KV cache in the official FP8/FP4 layout
-// (src/kv, a later step; SequenceState is the simplest correct storage, f32), MTP, batching
-// several sequences.
+// (state.n_tokens). With Scheme::official the window rows and compressed entries are read back
+// FP8-rounded and the indexer keys FP4-rounded (after a Hadamard rotation applied to keys and
+// queries alike, as DeepSeek's inference code does), so logits differ from the f32 reference by
+// the rounding (docs/kv-storage.md). Non-goals here: MTP, batching several sequences.
 #pragma once
 
 #include <cstdint>
@@ -30,36 +31,18 @@
 #include "formats/model_config.h"
 #include "formats/safetensors.h"
 #include "kernels/ops.h"
+#include "kv/cache.h"
 #include "model/weights.h"
 
 namespace dsv4::model {
 
-// Window compressor state of one layer (attention compressor or indexer compressor).
-struct CompressorState {
-  // Projections of the tokens of the current, incomplete window: [ratio, width] (first
-  // `pending` rows valid). Gate rows already include the `ape` position bias.
-  std::vector<float> kv, gate;
-  int64_t pending = 0;
-  // CSA only: the previous complete window's rows (the Ca half [ratio, dim] joins the next
-  // entry's softmax). Valid when have_prev.
-  std::vector<float> prev_kv, prev_gate;
-  bool have_prev = false;
-  // Compressed entries so far: [n_entries, dim], after RMSNorm and RoPE.
-  std::vector<float> entries;
-  int64_t n_entries = 0;
-};
-
-struct LayerState {
-  std::vector<float> window;  // [sliding_window, head_dim] ring of rotated kv rows
-  CompressorState compressor;  // CSA / HCA
-  CompressorState indexer;     // CSA
-};
-
-// One sequence's attention state across all layers.
+// One sequence: its tokens and its KV cache (src/kv/cache.h: window rings, compressed entries,
+// indexer keys, compressor state, rewind checkpoints) in the storage scheme chosen at
+// new_sequence(): f32 (exact, the default) or official (FP8/FP4 records, quantized on write).
 struct SequenceState {
   int64_t n_tokens = 0;
   std::vector<int32_t> tokens;
-  std::vector<LayerState> layers;
+  kv::SequenceCache kv;
 };
 
 // Per-layer observation hook for diagnostics (dsv4 diff, tests):
@@ -81,13 +64,26 @@ class Model {
   const ModelWeights& weights() const { return w_; }
   const formats::SafetensorsModel& checkpoint() const { return *ckpt_; }
 
+  // A sequence with exact f32 KV storage and a private unlimited pool.
   SequenceState new_sequence() const;
+  // A sequence in `scheme` (f32 or official) whose blocks come from `pool` (nullptr: a private
+  // unlimited pool). Errors: unsupported scheme/dims, out_of_memory for the compressor state.
+  Result<SequenceState> new_sequence(kv::Scheme scheme, std::shared_ptr<kv::BlockPool> pool = nullptr,
+                                     kv::CacheOptions options = {}) const;
 
   // Appends `tokens` to `state` and computes logits.
   //   logits: [tokens.size(), vocab] when all_logits, else [vocab] for the last token only.
-  // Errors: invalid_argument for a token id outside [0, vocab) (state unchanged).
+  // Errors: invalid_argument for a token id outside [0, vocab); out_of_memory when the KV pool's
+  // budget cannot hold the new records (both checked before any state changes, per chunk).
   Status forward(std::span<const int32_t> tokens, SequenceState& state, ThreadPool& pool,
                  float* logits, bool all_logits = true, const LayerObserver& observer = {}) const;
+
+  // Rewinds `state` to its first `pos` tokens (0 <= pos <= n_tokens), exactly: the cache is
+  // restored to its last rewind checkpoint s <= pos (kv/cache.h) and tokens [s, pos) are run
+  // again, so the state equals a fresh run over those pos tokens (bit-identical: forward() is
+  // chunking-independent). Errors: invalid_argument for pos out of range; out_of_memory if the
+  // replay cannot get blocks back (the state then holds s tokens).
+  Status rewind(SequenceState& state, int64_t pos, ThreadPool& pool) const;
 
   // Tokens per internal chunk of forward() (bounds transient memory); default 64.
   void set_chunk_tokens(size_t n) { chunk_tokens_ = n ? n : 1; }

@@ -15,14 +15,18 @@
 #include <cstdio>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/mmap_file.h"
+#include "base/thread_pool.h"
 #include "base/units.h"
 #include "command.h"
 #include "formats/model_config.h"
 #include "kv/embedded_configs.h"
+#include "kv/cache.h"
 #include "kv/layout.h"
+#include "model/model.h"
 
 namespace dsv4::cli {
 namespace {
@@ -39,6 +43,8 @@ struct Options {
   bool csv = false;
   bool mtp = false;
   std::string plot;
+  std::string measure;      // MODEL_DIR: build real caches and compare with the prediction
+  bool no_compute = false;  // --measure: fill with synthetic rows instead of running the model
 };
 
 struct Model {
@@ -615,9 +621,140 @@ Result<std::string> to_svg(const std::vector<Model>& models, const std::vector<k
 
 // ------------------------------------------------------------------------------ command
 
+// ------------------------------------------------------------------------------ --measure
+
+nlohmann::ordered_json measured_json(const kv::KvBytes& predicted, const kv::KvBytes& allocated,
+                                     uint64_t reserved) {
+  nlohmann::ordered_json j;
+  j["predicted_bytes"] = predicted.total();
+  j["allocated_bytes"] = allocated.total();
+  j["reserved_bytes"] = reserved;
+  j["parts"] = {{"window", {{"predicted_bytes", predicted.window}, {"allocated_bytes", allocated.window}}},
+                {"compressed", {{"predicted_bytes", predicted.compressed}, {"allocated_bytes", allocated.compressed}}},
+                {"indexer", {{"predicted_bytes", predicted.indexer}, {"allocated_bytes", allocated.indexer}}},
+                {"compressor_state",
+                 {{"predicted_bytes", predicted.compressor_state},
+                  {"allocated_bytes", allocated.compressor_state}}}};
+  return j;
+}
+
+void add_into(kv::KvBytes& a, const kv::KvBytes& b) {
+  a.window += b.window;
+  a.raw_kv += b.raw_kv;
+  a.compressed += b.compressed;
+  a.indexer += b.indexer;
+  a.compressor_state += b.compressor_state;
+}
+
+// Builds a real cache of N tokens per context (a forward pass over deterministic pseudo-random
+// tokens, or synthetic rows with --no-compute) and prints predicted vs allocated bytes.
+int run_measure(const Options& opt) {
+  const std::string ctx_text = opt.ctx == kDefaultCtx ? std::string("1,128,1000") : opt.ctx;
+  auto ctx = parse_contexts(ctx_text);
+  if (!ctx.ok()) return report_error(ctx.status());
+  kv::Scheme scheme = kv::Scheme::official;
+  if (!opt.schemes.empty()) {
+    auto schemes = parse_schemes(opt.schemes);
+    if (!schemes.ok()) return report_error(schemes.status());
+    if (schemes->size() != 1)
+      return report_error(invalid_argument("--measure takes one --scheme (f32 or official)"));
+    scheme = schemes->front();
+  }
+  auto model = model::Model::load(opt.measure);
+  if (!model.ok()) return report_error(model.status());
+  const model::Model& m = **model;
+  if (auto probe = m.new_sequence(scheme); !probe.ok()) return report_error(probe.status());
+  ThreadPool pool(static_cast<int>(std::max(1u, std::min(4u, std::thread::hardware_concurrency()))));
+  nlohmann::ordered_json root;
+  root["model"] = opt.measure;
+  root["scheme"] = std::string(kv::scheme_name(scheme));
+  root["mode"] = opt.no_compute ? "synthetic" : "forward";
+  root["contexts"] = nlohmann::ordered_json::array();
+  bool all_equal = true;
+  if (!opt.json)
+    std::printf("KV cache of %s, scheme %s, %s\n", opt.measure.c_str(),
+                std::string(kv::scheme_name(scheme)).c_str(),
+                opt.no_compute ? "synthetic rows (--no-compute)" : "forward pass over pseudo-random tokens");
+  for (uint64_t n : *ctx) {
+    auto st = m.new_sequence(scheme);
+    if (!st.ok()) return report_error(st.status());
+    if (opt.no_compute) {
+      Status s = kv::fill_synthetic(st->kv, 0, static_cast<int64_t>(n), 1);
+      if (!s.ok()) return report_error(s);
+    } else {
+      std::vector<int32_t> tokens(static_cast<size_t>(n));
+      uint64_t x = 0x9E3779B97F4A7C15ull;
+      for (int32_t& t : tokens) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        t = static_cast<int32_t>((x >> 33) % static_cast<uint64_t>(m.config().vocab_size));
+      }
+      Status s = m.forward(tokens, *st, pool, nullptr, false);
+      if (!s.ok()) return report_error(s);
+    }
+    const kv::KvLayout& layout = st->kv.layout();
+    auto predicted = kv::context_bytes(layout, n);
+    if (!predicted.ok()) return report_error(predicted.status());
+    const kv::KvBytes allocated = st->kv.allocated_bytes();
+    all_equal = all_equal && allocated.total() == predicted->total();
+    nlohmann::ordered_json c{{"tokens", n}};
+    c.update(measured_json(*predicted, allocated, st->kv.reserved_bytes()));
+    c["checkpoint_bytes"] = st->kv.checkpoint_bytes();
+    if (!opt.json)
+      std::printf("\n%llu tokens: predicted %llu B, allocated %llu B (%s), reserved in blocks %llu B\n"
+                  "  %-16s %6s %16s %16s\n",
+                  static_cast<unsigned long long>(n),
+                  static_cast<unsigned long long>(predicted->total()),
+                  static_cast<unsigned long long>(allocated.total()),
+                  allocated.total() == predicted->total() ? "equal" : "DIFFERENT",
+                  static_cast<unsigned long long>(st->kv.reserved_bytes()), "layer type", "layers",
+                  "predicted B", "allocated B");
+    nlohmann::ordered_json kinds = nlohmann::ordered_json::array();
+    std::vector<kv::LayerKind> order;
+    for (const kv::LayerLayout& l : layout.layers)
+      if (std::find(order.begin(), order.end(), l.kind) == order.end()) order.push_back(l.kind);
+    for (kv::LayerKind kind : order) {
+      kv::KvBytes p, a;
+      uint64_t reserved = 0;
+      int layers = 0;
+      for (size_t i = 0; i < layout.layers.size(); ++i) {
+        if (layout.layers[i].kind != kind) continue;
+        auto lb = kv::layer_bytes(layout.layers[i], n);
+        if (!lb.ok()) return report_error(lb.status());
+        add_into(p, *lb);
+        const kv::LayerUsage u = st->kv.usage(static_cast<int>(i));
+        add_into(a, u.allocated);
+        reserved += u.reserved;
+        ++layers;
+      }
+      nlohmann::ordered_json k{{"kind", std::string(kv::layer_kind_name(kind))}, {"layers", layers}};
+      k.update(measured_json(p, a, reserved));
+      kinds.push_back(k);
+      if (!opt.json)
+        std::printf("  %-16s %6d %16llu %16llu\n", std::string(kv::layer_kind_name(kind)).c_str(),
+                    layers, static_cast<unsigned long long>(p.total()),
+                    static_cast<unsigned long long>(a.total()));
+    }
+    c["layer_types"] = kinds;
+    root["contexts"].push_back(c);
+  }
+  root["all_equal"] = all_equal;
+  if (opt.json) std::fputs((root.dump(2) + "\n").c_str(), stdout);
+  if (std::fflush(stdout) != 0) return 1;
+  if (!all_equal) return report_error(internal_error("allocated bytes differ from the prediction"));
+  return 0;
+}
+
 int run(const Options& opt) {
   if (opt.json && opt.csv)
     return report_error(invalid_argument("--json and --csv are mutually exclusive"));
+  if (opt.no_compute && opt.measure.empty())
+    return report_error(invalid_argument("--no-compute needs --measure MODEL_DIR"));
+  if (!opt.measure.empty()) {
+    if (opt.csv || !opt.plot.empty() || opt.per_layer || opt.mtp || !opt.paths.empty())
+      return report_error(invalid_argument(
+          "--measure takes only --ctx, --scheme, --no-compute and --json"));
+    return run_measure(opt);
+  }
   auto ctx = parse_contexts(opt.ctx);
   if (!ctx.ok()) return report_error(ctx.status());
   auto schemes = parse_schemes(opt.schemes);
@@ -669,6 +806,12 @@ RunFn setup(CLI::App& app) {
   sub->add_option("--plot", opt->plot, "write an SVG plot of KV GiB vs context to FILE")
       ->type_name("FILE");
   sub->add_flag("--mtp", opt->mtp, "include the MTP layers' caches");
+  sub->add_option("--measure", opt->measure,
+                  "build real KV caches of --ctx tokens (default 1,128,1000) for the model in "
+                  "MODEL_DIR and print predicted vs allocated bytes")
+      ->type_name("MODEL_DIR");
+  sub->add_flag("--no-compute", opt->no_compute,
+                "with --measure: fill the cache with synthetic rows instead of a forward pass");
   return [opt, sub]() -> int {
     if (!sub->parsed()) return 0;
     return run(*opt);
