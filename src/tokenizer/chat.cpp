@@ -746,6 +746,10 @@ Result<RenderedPrompt> render_chat(const ChatRequest& request) {
   return b.take();
 }
 
+// Text between the special ranges is encoded with no added-token matching at all (the
+// reference's DeepseekV4Encoding.encode tokenizes plain text without the added vocabulary), so a
+// user typing "<think>" or "<｜User｜>" gets the characters, never the token
+// [special_token_text_in_content].
 Result<std::vector<int32_t>> encode_prompt(const Tokenizer& tokenizer, const RenderedPrompt& prompt) {
   std::vector<int32_t> ids;
   size_t pos = 0;
@@ -753,7 +757,7 @@ Result<std::vector<int32_t>> encode_prompt(const Tokenizer& tokenizer, const Ren
     if (end <= pos) return ok_status();
     DSV4_ASSIGN_OR_RETURN(std::vector<int32_t> part,
                           tokenizer.encode(std::string_view(prompt.text).substr(pos, end - pos),
-                                           /*parse_special=*/false));
+                                           Tokenizer::AddedTokens::none));
     ids.insert(ids.end(), part.begin(), part.end());
     return ok_status();
   };

@@ -1,23 +1,30 @@
-// dsv4 run -m MODEL_DIR --tokens 1,2,3 -n 32 — greedy generation from token ids.
-// (Text in/out arrives with the tokenizer; until then ids in, ids + top logits out.)
+// dsv4 run -m MODEL_DIR -p "prompt" [-n N] [sampling options] [--raw] [--think] [--system TEXT]
+//   — text in, streamed text out, through the engine (engine/engine.h); docs/cli.md.
+// dsv4 run -m MODEL_DIR --tokens 1,2,3 -n 32
+//   — greedy generation from token ids with the top logits of each step (no tokenizer needed;
+//     the reference fixtures have none). Its output format is fixed: tests parse it.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <numeric>
+#include <optional>
 
 #include "base/thread_pool.h"
 #include "base/timer.h"
 #include "command.h"
+#include "engine/engine.h"
 #include "model/model.h"
+#include "text_ui.h"
+#include "tokenizer/chat.h"
 
 namespace dsv4::cli {
 namespace {
 
 struct RunArgs {
-  std::string model;
+  TextArgs text;  // model, -n, threads, sampling, chat options
   std::string tokens;
-  int n = 32;
-  int threads = 0;
+  std::optional<std::string> prompt;
+  bool raw = false;
   int top = 5;
 };
 
@@ -38,16 +45,18 @@ Result<std::vector<int32_t>> parse_ids(const std::string& s) {
   return ids;
 }
 
-int run_run(const RunArgs& a) {
+// --tokens mode: ids in, greedy ids and top logits out (the model alone, no tokenizer).
+int run_tokens(const RunArgs& a) {
+  const int n = a.text.n.value_or(32);
   auto ids = parse_ids(a.tokens);
   if (!ids.ok()) return report_error(ids.status());
-  if (a.n < 0) return report_error(invalid_argument("-n must be >= 0"));
+  if (n < 0) return report_error(invalid_argument("-n must be >= 0"));
   Timer load_timer;
-  auto model = model::Model::load(a.model);
+  auto model = model::Model::load(a.text.model);
   if (!model.ok()) return report_error(model.status(), "MODEL_DIR needs config.json and safetensors");
   const model::Model& m = **model;
-  fmt::print(stderr, "loaded {} in {:.2f} s\n", a.model, load_timer.seconds());
-  ThreadPool pool(a.threads);
+  fmt::print(stderr, "loaded {} in {:.2f} s\n", a.text.model, load_timer.seconds());
+  ThreadPool pool(a.text.threads);
   const size_t V = static_cast<size_t>(m.config().vocab_size);
   std::vector<float> logits(V);
   model::SequenceState st = m.new_sequence();
@@ -58,7 +67,7 @@ int run_run(const RunArgs& a) {
   Timer decode;
   std::vector<int32_t> out;
   std::vector<int32_t> order(V);
-  for (int i = 0; i < a.n; ++i) {
+  for (int i = 0; i < n; ++i) {
     std::iota(order.begin(), order.end(), 0);
     const size_t top = std::min<size_t>(static_cast<size_t>(std::max(a.top, 1)), V);
     std::partial_sort(order.begin(), order.begin() + static_cast<long>(top), order.end(),
@@ -72,7 +81,7 @@ int run_run(const RunArgs& a) {
       tops += fmt::format(" {}:{:.4f}", order[j], logits[static_cast<size_t>(order[j])]);
     fmt::print("{}\t{}\ttop{}\n", i, next, tops);
     out.push_back(next);
-    if (i + 1 < a.n) {
+    if (i + 1 < n) {
       s = m.forward({&next, 1}, st, pool, logits.data(), false);
       if (!s.ok()) return report_error(s);
     }
@@ -86,15 +95,118 @@ int run_run(const RunArgs& a) {
   return 0;
 }
 
+// Text mode: the prompt through the chat template (or --raw), text streamed to stdout.
+int run_text(const RunArgs& a) {
+  auto params = sampling_params(a.text);
+  if (!params.ok()) return report_error(params.status());
+  auto max_tokens = max_new_tokens(a.text);
+  if (!max_tokens.ok()) return report_error(max_tokens.status());
+  if (a.raw && (a.text.think || a.text.system)) {
+    return report_error(invalid_argument("--think and --system need the chat template (drop --raw)"));
+  }
+  if (a.raw && a.prompt->empty()) {
+    return report_error(invalid_argument("-p: the prompt is empty (--raw adds no BOS or template)"));
+  }
+  auto conv = new_conversation(a.text);
+  if (!conv.ok()) return report_error(conv.status());
+  auto loaded = load_engine(a.text);
+  if (!loaded.ok()) return report_error(loaded.status());
+  const engine::Engine& eng = **loaded;
+  std::unique_ptr<engine::Session> session = eng.new_session();
+
+  Result<std::vector<int32_t>> ids = std::vector<int32_t>{};
+  if (a.raw) {
+    ids = eng.tokenizer().encode(*a.prompt, tokenizer::Tokenizer::AddedTokens::all);
+  } else {
+    tokenizer::ChatMessage user;
+    user.role = tokenizer::ChatRole::user;
+    user.content = *a.prompt;
+    conv->messages.push_back(std::move(user));
+    ids = session->chat_prompt(*conv);
+  }
+  if (!ids.ok()) return report_error(ids.status());
+  if (ids->empty()) {
+    return report_error(invalid_argument("-p: the prompt is empty (--raw adds no BOS or template)"));
+  }
+  Timer prefill_timer;
+  Status s = session->prefill(*ids, prefill_progress_line(eng));
+  if (!s.ok()) return report_error(s);
+  const double prefill_s = prefill_timer.seconds();
+
+  engine::GenerateResult gen;
+  std::string finish = "max tokens";
+  if (*max_tokens != 0) {
+    const int64_t limit = *max_tokens < 0 ? 0 : *max_tokens;
+    bool newline_missing = false;
+    if (a.raw) {
+      engine::StopConditions stop;
+      stop.max_tokens = limit;
+      stop.stop_strings = a.text.stop;
+      auto r = session->generate(*params, stop, [](std::string_view text) {
+        write_stdout(text);
+        return true;
+      });
+      if (!r.ok()) return report_error(r.status());
+      gen = std::move(r).value();
+      finish = engine::finish_reason_name(gen.finish);
+      newline_missing = !gen.text.empty() && gen.text.back() != '\n';
+    } else {
+      auto r = stream_chat_answer(*session, *conv, *params, limit);
+      if (!r.ok()) return report_error(r.status());
+      gen = std::move(r->gen);
+      finish = r->finish;
+      newline_missing = r->printed_content && !r->ends_with_newline;
+    }
+    if (stdout_is_tty() && newline_missing) write_stdout("\n");
+  }
+  std::string seed;
+  if (params->temperature > 0.0f) seed = fmt::format("; seed {}", params->seed);
+  fmt::print(stderr,
+             "prompt {} tokens in {:.3f} s ({:.1f} t/s); generated {} tokens in {:.3f} s ({:.1f} t/s); "
+             "stop: {}{}\n",
+             ids->size(), prefill_s, static_cast<double>(ids->size()) / std::max(prefill_s, 1e-9),
+             gen.tokens.size(), gen.seconds, gen.tokens_per_second(), finish, seed);
+  return 0;
+}
+
+// Options of text mode that --tokens mode refuses (--top is the one the other way round).
+constexpr const char* kTextOnly[] = {"--raw", "--temp", "--top-k", "--top-p", "--min-p",
+                                     "--repeat-penalty", "--presence-penalty", "--frequency-penalty",
+                                     "--seed", "--stop", "--think", "--effort", "--system", "--prefault"};
+
 RunFn setup(CLI::App& app) {
   auto args = std::make_shared<RunArgs>();
-  CLI::App* sub = app.add_subcommand("run", "Generate greedily from token ids");
-  sub->add_option("-m,--model", args->model, "Model directory")->required();
-  sub->add_option("--tokens", args->tokens, "Prompt token ids, comma separated")->required();
-  sub->add_option("-n", args->n, "Tokens to generate (default 32)");
-  sub->add_option("-t,--threads", args->threads, "Threads (default: all cores)");
-  sub->add_option("--top", args->top, "Top logits to print per step (default 5)");
-  return [args] { return run_run(*args); };
+  CLI::App* sub = app.add_subcommand(
+      "run", "Generate text from a prompt (-p), or greedy ids and top logits from token ids (--tokens)");
+  sub->add_option("-m,--model", args->text.model,
+                  "Model directory: config.json, safetensors, tokenizer.json")
+      ->required();
+  sub->add_option("-p,--prompt", args->prompt, "Prompt text (a user message unless --raw)");
+  sub->add_option("--tokens", args->tokens,
+                  "Prompt token ids, comma separated: greedy ids + top logits, no tokenizer (-n "
+                  "default 32)");
+  sub->add_flag("--raw", args->raw,
+                "No chat template: the prompt is tokenized as is (special tokens in it recognised, "
+                "no BOS added) and the output printed unparsed");
+  add_generation_options(sub, args->text);
+  add_chat_options(sub, args->text);
+  sub->add_option("--top", args->top, "--tokens mode: top logits to print per step (default 5)");
+  return [args, sub]() -> int {
+    const bool text = args->prompt.has_value();
+    if (text == (sub->count("--tokens") > 0)) {
+      return report_error(invalid_argument("give either -p PROMPT or --tokens IDS"));
+    }
+    if (text) {
+      if (sub->count("--top") > 0) return report_error(invalid_argument("--top applies to --tokens only"));
+      return run_text(*args);
+    }
+    for (const char* name : kTextOnly) {
+      if (sub->count(name) > 0) {
+        return report_error(invalid_argument(fmt::format("{} applies to -p only (--tokens is greedy)", name)));
+      }
+    }
+    return run_tokens(*args);
+  };
 }
 
 }  // namespace
