@@ -117,10 +117,9 @@ struct RenderedPrompt {
 Result<RenderedPrompt> render_chat(const ChatRequest& request);
 
 // Token ids of a rendered prompt: each special range as its token id, the text between as
-// tokenizer.encode(text, parse_special = false). Error if a special token is missing from the
-// vocabulary. Caveat: the reference encodes the text between ranges without any added-token
-// matching; our Tokenizer still recognizes non-special added tokens (<think>, ｜DSML｜, <｜User｜>)
-// inside text, so ids differ from the reference when user text contains their spelling.
+// tokenizer.encode(text, AddedTokens::none) — no added-token matching, as the reference does, so
+// a user who types "<think>" sends characters. Ids equal the reference's on every committed case.
+// Error if a special token is missing from the vocabulary.
 Result<std::vector<int32_t>> encode_prompt(const Tokenizer& tokenizer, const RenderedPrompt& prompt);
 
 // ---------------------------------------------------------------------------------------------
