@@ -1,14 +1,18 @@
 // GEMV throughput per weight dtype (bf16, f8_e4m3 + 128x128 scales, f4_e2m1 + block-32 ue8m0) and
 // per ISA (ref, avx2, avx512 where supported), on 1 and 2 threads, with weights streamed from DRAM.
 //
-// Counters: GB/s = weight bytes (codes + scales) / median iteration time; dram_GB/s = the
-// same-thread-count bandwidth probe (a streaming read-sum over a 512 MiB buffer, far larger than
-// the last-level cache; median of 7 passes), measured in this process immediately before each
-// benchmark; frac_of_dram = GB/s / dram_GB/s.
+// Counters: GB/s = weight bytes (codes + scales) per second of one GEMV call (90th percentile of
+// the calls; GB/s_median too); dram_GB/s = the same-thread-count bandwidth probe (a streaming
+// read-sum over a 512 MiB buffer, far larger than the last-level cache, in 32 MiB pieces, 90th
+// percentile), measured in this process immediately before each benchmark;
+// frac_of_dram = GB/s / dram_GB/s. See kRateQuantile for why a percentile.
 // Every iteration multiplies the next of several weight copies (together >= 256 MiB, i.e. >> LLC),
 // so no iteration finds its weights in cache.
+// Names: gemv/<weights>[.bf16x]/<isa>/<rows>x<cols>/threads:N (.bf16x = bf16 activations,
+// gemv_*_bf16); gemm_b1/... = gemm_* with batch 1, the forward pass's decode call;
+// gemv_hot/... = one thread on an L2-resident matrix, the decode-bound ceiling.
 //
-//   build-<dir>/bench/gemv_bench --benchmark_min_time=0.3s [--benchmark_filter=f8]
+//   build-<dir>/bench/gemv_bench --benchmark_min_time=0.3 [--benchmark_filter=avx512]
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -75,41 +79,54 @@ uint64_t read_sum(const uint64_t* p, size_t n) {
   return a + b + c + d;
 }
 
-double median(std::vector<double> v) {
+// The q-quantile (0 <= q <= 1) of v.
+double quantile(std::vector<double> v, double q) {
+  if (v.empty()) return 0.0;
   std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n == 0 ? 0.0 : (n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]));
+  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
 }
 
-// Median of `reps` full passes over the probe buffer, split over `threads` threads; GB/s.
-double measure_dram_gbps(int threads, int reps = 7) {
+// Both sides of frac_of_dram are taken as the 90th percentile of per-piece rates over pieces of
+// about a millisecond (one GEMV call; one 32 MiB slice of the probe buffer). On a shared machine a
+// piece either runs undisturbed or is descheduled part of the time; a high percentile of short
+// pieces measures the undisturbed rate on both sides alike, while a mean over long passes would
+// mix in however much of the time other processes held the core.
+constexpr double kRateQuantile = 0.9;
+constexpr size_t kProbePiece = 32 * kMiB;
+
+// DRAM read bandwidth with `threads` threads: `rounds` sweeps over the probe buffer in 32 MiB
+// pieces (each piece split over the threads; a piece was last read 15 pieces earlier, i.e. 480 MiB
+// ago, so it comes from DRAM); the kRateQuantile of the per-piece rates, GB/s.
+double measure_dram_gbps(int threads, int rounds = 3) {
   AlignedBuffer& buf = probe_buffer();
   const uint64_t* words = buf.as<uint64_t>();
-  const size_t n_words = buf.size() / 8;
-  const size_t per_chunk = 1 << 16;  // words per parallel_for index (512 KiB)
-  const size_t chunks = n_words / per_chunk;
+  const size_t pieces = buf.size() / kProbePiece, piece_words = kProbePiece / 8;
+  const size_t per_task = piece_words / static_cast<size_t>(4 * threads);
   std::vector<double> rates;
-  uint64_t sink = 0;
   std::vector<uint64_t> partial(static_cast<size_t>(threads) * 8, 0);
-  for (int rep = 0; rep < reps; ++rep) {
-    Timer t;
-    pool(threads).parallel_for(0, chunks, chunks / static_cast<size_t>(threads * 4), [&](size_t b, size_t e, int ti) {
-      uint64_t s = 0;
-      for (size_t c = b; c < e; ++c) s += read_sum(words + c * per_chunk, per_chunk);
-      partial[static_cast<size_t>(ti) * 8] += s;
-    });
-    rates.push_back(static_cast<double>(chunks * per_chunk * 8) / t.seconds() / 1e9);
+  for (int round = 0; round < rounds; ++round) {
+    for (size_t p = 0; p < pieces; ++p) {
+      const uint64_t* base = words + p * piece_words;
+      Timer t;
+      pool(threads).parallel_for(0, piece_words / per_task, 1, [&](size_t b, size_t e, int ti) {
+        uint64_t s = 0;
+        for (size_t c = b; c < e; ++c) s += read_sum(base + c * per_task, per_task);
+        partial[static_cast<size_t>(ti) * 8] += s;
+      });
+      rates.push_back(static_cast<double>(kProbePiece) / t.seconds() / 1e9);
+    }
   }
+  uint64_t sink = 0;
   for (uint64_t v : partial) sink += v;
   benchmark::DoNotOptimize(sink);
-  return median(rates);
+  return quantile(rates, kRateQuantile);
 }
 
 void BM_DramRead(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(0));
-  std::vector<double> rates;
-  for (auto _ : state) rates.push_back(measure_dram_gbps(threads, 1));
-  state.counters["dram_GB/s"] = median(rates);
+  double gbps = 0;
+  for (auto _ : state) gbps = measure_dram_gbps(threads, 1);
+  state.counters["dram_GB/s"] = gbps;
 }
 
 // ---- weight sets -----------------------------------------------------------------------------------
@@ -185,6 +202,38 @@ const WeightSet& weight_set(Dtype dtype, size_t rows, size_t cols) {
   return *cur;
 }
 
+// gemm_*(batch 1): what the forward pass calls for decode (batch-invariant, see kernels/gemv.h).
+void run_gemm1(Isa isa, Dtype dtype, const WeightSet& ws, size_t copy, const float* x, float* y, size_t r0,
+               size_t r1) {
+  const uint8_t* codes = ws.codes[copy].data();
+  const uint8_t* scales = ws.scales[copy].data();
+  const size_t n = ws.cols, m = ws.rows;
+  switch (dtype) {
+    case Dtype::bf16: {
+      const WeightsBf16 w{reinterpret_cast<const uint16_t*>(codes), ws.rows, ws.cols};
+      if (isa == Isa::avx512) gemm_bf16_f32_avx512(w, x, n, 1, y, m, r0, r1);
+      else if (isa == Isa::avx2) gemm_bf16_f32_avx2(w, x, n, 1, y, m, r0, r1);
+      else gemm_bf16_f32_ref(w, x, n, 1, y, m, r0, r1);
+      break;
+    }
+    case Dtype::f8: {
+      const WeightsF8e4m3 w{codes, scales, ScaleFormat::ue8m0, ws.rows, ws.cols};
+      if (isa == Isa::avx512) gemm_f8e4m3_f32_avx512(w, x, n, 1, y, m, r0, r1);
+      else if (isa == Isa::avx2) gemm_f8e4m3_f32_avx2(w, x, n, 1, y, m, r0, r1);
+      else gemm_f8e4m3_f32_ref(w, x, n, 1, y, m, r0, r1);
+      break;
+    }
+    case Dtype::f4: {
+      const WeightsF4e2m1 w{codes, scales, ws.rows, ws.cols};
+      if (isa == Isa::avx512) gemm_f4e2m1_f32_avx512(w, x, n, 1, y, m, r0, r1);
+      else if (isa == Isa::avx2) gemm_f4e2m1_f32_avx2(w, x, n, 1, y, m, r0, r1);
+      else gemm_f4e2m1_f32_ref(w, x, n, 1, y, m, r0, r1);
+      break;
+    }
+    default: break;
+  }
+}
+
 void run_gemv(Isa isa, Dtype dtype, const WeightSet& ws, size_t copy, const float* x, const uint16_t* xb, float* y,
               size_t r0, size_t r1) {
   const uint8_t* codes = ws.codes[copy].data();
@@ -222,7 +271,7 @@ void run_gemv(Isa isa, Dtype dtype, const WeightSet& ws, size_t copy, const floa
   }
 }
 
-void BM_Gemv(benchmark::State& state, Dtype dtype, Isa isa, size_t rows, size_t cols, int threads) {
+void BM_Gemv(benchmark::State& state, Dtype dtype, Isa isa, size_t rows, size_t cols, int threads, bool gemm1) {
   const WeightSet& ws = weight_set(dtype, rows, cols);
   std::vector<float> x(cols), y(rows);
   std::vector<uint16_t> xb(cols);
@@ -235,22 +284,25 @@ void BM_Gemv(benchmark::State& state, Dtype dtype, Isa isa, size_t rows, size_t 
   std::vector<double> times;
   for (auto _ : state) {
     Timer t;
+    auto run = [&](size_t b, size_t e) {
+      if (gemm1) run_gemm1(isa, dtype, ws, copy, x.data(), y.data(), b, e);
+      else run_gemv(isa, dtype, ws, copy, x.data(), xb.data(), y.data(), b, e);
+    };
     if (threads == 1) {
-      run_gemv(isa, dtype, ws, copy, x.data(), xb.data(), y.data(), 0, rows);
+      run(0, rows);
     } else {
-      tp.parallel_for(0, rows, grain, [&](size_t b, size_t e, int) {
-        run_gemv(isa, dtype, ws, copy, x.data(), xb.data(), y.data(), b, e);
-      });
+      tp.parallel_for(0, rows, grain, [&](size_t b, size_t e, int) { run(b, e); });
     }
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
     times.push_back(t.seconds());
     copy = (copy + 1) % ws.copies;
   }
-  // Median iteration (and median probe pass): robust to the odd descheduled iteration on a shared
-  // machine, and the same statistic on both sides of the ratio.
-  const double gbps = static_cast<double>(ws.bytes_per_matrix()) / median(times) / 1e9;
+  std::vector<double> rates(times.size());
+  for (size_t i = 0; i < times.size(); ++i) rates[i] = static_cast<double>(ws.bytes_per_matrix()) / times[i] / 1e9;
+  const double gbps = quantile(rates, kRateQuantile);
   state.counters["GB/s"] = gbps;
+  state.counters["GB/s_median"] = quantile(rates, 0.5);
   state.counters["dram_GB/s"] = dram;
   state.counters["frac_of_dram"] = gbps / dram;
 }
@@ -292,7 +344,7 @@ void register_all() {
   for (int threads : {1, 2}) {
     benchmark::RegisterBenchmark(("dram_read/threads:" + std::to_string(threads)).c_str(), BM_DramRead)
         ->Arg(threads)
-        ->Iterations(5)
+        ->Iterations(3)
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
   }
@@ -318,8 +370,24 @@ void register_all() {
             const std::string name = std::string("gemv/") + dtype_name(dtype) + "/" + std::string(isa_name(isa)) +
                                      "/" + std::to_string(rows) + "x" + std::to_string(cols) +
                                      "/threads:" + std::to_string(threads);
-            benchmark::RegisterBenchmark(name.c_str(),
-                                         [=](benchmark::State& s) { BM_Gemv(s, dtype, isa, rows, cols, threads); })
+            benchmark::RegisterBenchmark(
+                name.c_str(), [=](benchmark::State& s) { BM_Gemv(s, dtype, isa, rows, cols, threads, false); })
+                ->UseRealTime()
+                ->Unit(benchmark::kMicrosecond);
+          }
+        }
+      }
+      // The batch-1 gemm path (decode in the forward pass), square shape only.
+      if (rows == cols) {
+        const Dtype dtype = group.front();
+        for (Isa isa : supported_isas()) {
+          if (isa == Isa::ref) continue;
+          for (int threads : {1, 2}) {
+            const std::string name = std::string("gemm_b1/") + dtype_name(dtype) + "/" + std::string(isa_name(isa)) +
+                                     "/" + std::to_string(rows) + "x" + std::to_string(cols) +
+                                     "/threads:" + std::to_string(threads);
+            benchmark::RegisterBenchmark(
+                name.c_str(), [=](benchmark::State& s) { BM_Gemv(s, dtype, isa, rows, cols, threads, true); })
                 ->UseRealTime()
                 ->Unit(benchmark::kMicrosecond);
           }

@@ -124,7 +124,12 @@ void gemv_f4e2m1_bf16_avx512(const WeightsF4e2m1& w, const uint16_t* x, float* y
 //   (>= rows; only columns [row_begin, row_end) written). Each weight row is read once per call
 //   (decoded once, reused for every batch row), so this is the kernel for prefill chunks and for
 //   the tokens routed to one expert. Any batch works; it is processed kGemmMaxBatch at a time.
-//   batch == 1 gives the same values as the gemv_* of the same ISA up to summation order.
+//   Batch invariance: Y[b, r] is computed by the same sequence of operations whatever `batch`,
+//   b's position in the batch and the row range are, so a prompt prefilled in chunks of any size
+//   equals token-by-token decode bit for bit (the model tests rely on it). For _ref and _avx512,
+//   gemm_* also equals gemv_*_f32 bit for bit (batch 1 calls the GEMV kernel; larger batches
+//   replay its arithmetic from a decoded tile), so decode pays no tile pass; the _avx2 gemm is
+//   batch-invariant but uses the tile for batch 1 too (its order differs from _avx2 gemv).
 // ---------------------------------------------------------------------------------------------
 inline constexpr size_t kGemmMaxBatch = 16;
 

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -353,6 +354,47 @@ TEST(GemvBatchF4e2m1, EveryIsaMatchesExact) {
         for (size_t cols : kGemmCols)
           check_gemm<F4Mat, WeightsF4e2m1>(make_f4(rows, cols, rows + cols), gemm_f4(isa), batch,
                                            shape_label(isa, "gemm f4", rows, cols) + " batch " + std::to_string(batch));
+}
+
+// The model relies on gemm_* being batch-invariant (prefill in chunks == token-by-token decode, bit
+// for bit): each Y[b, r] must not depend on the batch size, on b's position in it, or on the row
+// range. Checked bit for bit against batch-1 calls over a different row split (for the SIMD
+// variants batch 1 runs the GEMV kernel, so this also pins gemm == gemv bit for bit).
+template <typename Mat, typename W>
+void check_gemm_batch_invariant(const Mat& m, GemmFn<W> fn, const std::string& label) {
+  const size_t rows = m.view.rows, cols = m.view.cols, batch = 19, ldx = cols + 1, ldy = rows;
+  const auto x = testing::random_floats(batch * ldx, cols + 3, -1.0f, 1.0f);
+  std::vector<float> y_all(batch * ldy), y_one(rows);
+  fn(m.view, x.data(), ldx, batch, y_all.data(), ldy, 0, rows);
+  for (size_t b = 0; b < batch; ++b) {
+    const size_t split = (b * 7) % rows;
+    fn(m.view, x.data() + b * ldx, ldx, 1, y_one.data(), rows, 0, split);
+    fn(m.view, x.data() + b * ldx, ldx, 1, y_one.data(), rows, split, rows);
+    for (size_t r = 0; r < rows; ++r) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(y_all[b * ldy + r]), std::bit_cast<uint32_t>(y_one[r]))
+          << label << " b=" << b << " r=" << r;
+    }
+  }
+  // A sub-batch starting in the middle (rows 5..9 of X) gives the same values too.
+  std::vector<float> y_sub(5 * ldy);
+  fn(m.view, x.data() + 5 * ldx, ldx, 5, y_sub.data(), ldy, 0, rows);
+  for (size_t i = 0; i < 5 * ldy; ++i) {
+    ASSERT_EQ(std::bit_cast<uint32_t>(y_sub[i]), std::bit_cast<uint32_t>(y_all[5 * ldy + i])) << label << " i=" << i;
+  }
+}
+
+TEST(GemvBatch, GemmIsBatchInvariantBitForBit) {
+  for (Isa isa : supported_isas())
+    for (auto [rows, cols] : {std::pair<size_t, size_t>{33, 300}, {130, 1000}, {5, 17}, {7, 129}, {3, 4097}}) {
+      check_gemm_batch_invariant<Bf16Mat, WeightsBf16>(make_bf16(rows, cols, 1), gemm_bf16(isa),
+                                                       shape_label(isa, "bf16", rows, cols));
+      check_gemm_batch_invariant<F8Mat, WeightsF8e4m3>(make_f8(rows, cols, ScaleFormat::f32, 2), gemm_f8(isa),
+                                                       shape_label(isa, "f8", rows, cols));
+      check_gemm_batch_invariant<F8Mat, WeightsF8e4m3>(make_f8(rows, cols, ScaleFormat::ue8m0, 4), gemm_f8(isa),
+                                                       shape_label(isa, "f8/ue8m0", rows, cols));
+      check_gemm_batch_invariant<F4Mat, WeightsF4e2m1>(make_f4(rows, cols, 3), gemm_f4(isa),
+                                                       shape_label(isa, "f4", rows, cols));
+    }
 }
 
 // ---- hand-worked cases: layouts and scale placement ------------------------------------------------

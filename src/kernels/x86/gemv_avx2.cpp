@@ -6,10 +6,10 @@
 
 #include <algorithm>
 #include <array>
-#include <vector>
 
 #include "kernels/codecs.h"
 #include "kernels/gemv.h"
+#include "kernels/x86/scratch.h"
 #include "kernels/x86/quant_avx2.h"
 
 namespace dsv4::kernels {
@@ -113,7 +113,7 @@ void f8_rows(const WeightsF8e4m3& w, size_t r0, const float* x, float* y) {
 
 // x split into even and odd elements, zero-padded to a multiple of 8 (per thread, reused).
 struct SplitX {
-  std::vector<float> even, odd;
+  Scratch<float> even, odd;
   void build(const float* x, size_t n) {
     const size_t half = (n + 1) / 2, padded = (half + 7) / 8 * 8;
     even.assign(padded, 0.0f);
@@ -179,6 +179,12 @@ void f4_rows(const WeightsF4e2m1& w, size_t r0, const SplitX& xs, float* y) {
 }
 
 constexpr size_t kChunk = 256;
+
+// Prefetch [p, p + bytes) `distance` bytes ahead, one hint per cache line.
+inline void prefetch_range_ahead(const void* p, size_t bytes, size_t distance) {
+  const char* c = static_cast<const char*>(p);
+  for (size_t o = 0; o < bytes; o += 64) prefetch_ahead(c + o, distance);
+}
 
 template <typename Decode>
 void gemm_driver(size_t n, const float* x, size_t ldx, size_t batch, float* y, size_t ldy, size_t row_begin,
@@ -270,7 +276,7 @@ void gemv_f4e2m1_f32_avx2(const WeightsF4e2m1& w, const float* x, float* y, size
 
 namespace {
 const float* widen(const uint16_t* x, size_t n) {
-  static thread_local std::vector<float> buf;
+  static thread_local Scratch<float> buf;
   buf.resize(n);
   convert_bf16_to_f32_avx2(x, buf.data(), n);
   return buf.data();
@@ -287,14 +293,18 @@ void gemv_f4e2m1_bf16_avx2(const WeightsF4e2m1& w, const uint16_t* x, float* y, 
 
 void gemm_bf16_f32_avx2(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
                         size_t row_begin, size_t row_end) {
+  const size_t ahead = prefetch_distance(kRows * w.cols * sizeof(uint16_t));
   gemm_driver(w.cols, x, ldx, batch, y, ldy, row_begin, row_end, [&](size_t r, size_t k0, size_t len, float* dst) {
+    prefetch_range_ahead(w.data + r * w.cols + k0, len * sizeof(uint16_t), ahead);
     convert_bf16_to_f32_avx2(w.data + r * w.cols + k0, dst, len);
   });
 }
 
 void gemm_f8e4m3_f32_avx2(const WeightsF8e4m3& w, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
                           size_t row_begin, size_t row_end) {
+  const size_t ahead = prefetch_distance(kRows * w.cols);
   gemm_driver(w.cols, x, ldx, batch, y, ldy, row_begin, row_end, [&](size_t r, size_t k0, size_t len, float* dst) {
+    prefetch_range_ahead(w.data + r * w.cols + k0, len, ahead);
     convert_f8e4m3_to_f32_avx2(w.data + r * w.cols + k0, dst, len);
     for (size_t j = 0; j < len; j += kF8WeightBlock) {  // k0 is a multiple of the block
       const float s = f8_weight_scale(w, r, (k0 + j) / kF8WeightBlock);
@@ -306,7 +316,9 @@ void gemm_f8e4m3_f32_avx2(const WeightsF8e4m3& w, const float* x, size_t ldx, si
 void gemm_f4e2m1_f32_avx2(const WeightsF4e2m1& w, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
                           size_t row_begin, size_t row_end) {
   const size_t row_bytes = f4_row_bytes(w.cols), n_blocks = f4_scales_per_row(w.cols);
+  const size_t ahead = prefetch_distance(kRows * row_bytes);
   gemm_driver(w.cols, x, ldx, batch, y, ldy, row_begin, row_end, [&](size_t r, size_t k0, size_t len, float* dst) {
+    prefetch_range_ahead(w.data + r * row_bytes + k0 / 2, (len + 1) / 2, ahead);
     dequant_f4e2m1_to_f32_avx2(w.data + r * row_bytes + k0 / 2, w.scales + r * n_blocks + k0 / kF4WeightBlock,
                                dst, len);
   });

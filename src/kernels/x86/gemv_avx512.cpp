@@ -17,10 +17,11 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <vector>
+#include <type_traits>
 
 #include "kernels/codecs.h"
 #include "kernels/gemv.h"
+#include "kernels/x86/scratch.h"
 #include "kernels/x86/quant_avx512.h"
 
 namespace dsv4::kernels {
@@ -193,8 +194,8 @@ inline uint32_t chunk_scales(const uint8_t* srow, size_t c, size_t n_blocks) {
 
 // x rearranged for the f4/f8 kernels, zero-padded to whole chunks (per thread, reused).
 struct XScratch {
-  std::vector<float> x8;     // f4 x f32: [chunk][k = 0..7][j = 0..15] = x[128 chunk + 8j + k]
-  std::vector<uint16_t> xw;  // bf16 kernels, see build_xw_f4 / build_xw_f8
+  Scratch<float> x8;     // f4 x f32: [chunk][k = 0..7][j = 0..15] = x[128 chunk + 8j + k]
+  Scratch<uint16_t> xw;  // bf16 kernels, see build_xw_f4 / build_xw_f8
 };
 
 XScratch& x_scratch() {
@@ -202,7 +203,7 @@ XScratch& x_scratch() {
   return s;
 }
 
-void build_x8(const float* x, size_t n, std::vector<float>& out) {
+void build_x8(const float* x, size_t n, Scratch<float>& out) {
   const size_t chunks = (n + 127) / 128, full = n / 128;
   out.resize(chunks * 128);
   for (size_t c = 0; c < full; ++c)
@@ -279,7 +280,7 @@ void f4_rows(const WeightsF4e2m1& w, size_t r0, const float* x8, float* y) {
 // i.e. elements 8l+k and 8l+4+k — both in scale block l/4 — so x is laid out per chunk and k as
 // xw[32k + 2l] = x[8l+k], xw[32k + 2l + 1] = x[8l+4+k], and the scale vector is the one of
 // f4_rows.
-void build_xw_f4(const uint16_t* x, size_t n, std::vector<uint16_t>& out) {
+void build_xw_f4(const uint16_t* x, size_t n, Scratch<uint16_t>& out) {
   const size_t chunks = (n + 127) / 128, full = n / 128;
   out.resize(chunks * 128);
   for (size_t c = 0; c < chunks; ++c)
@@ -357,7 +358,7 @@ void f4_rows_bf16(const WeightsF4e2m1& w, size_t r0, const uint16_t* xw, float* 
 // bf16, and the NaN codes give NaN, so this decode is exact. VDPBF16PS lane l pairs words 2l, 2l+1:
 // elements 4l, 4l+2 (low bytes) and 4l+1, 4l+3 (high bytes); x is laid out per 64 columns as
 // [x[4l], x[4l+2]]_l then [x[4l+1], x[4l+3]]_l.
-void build_xw_f8(const uint16_t* x, size_t n, std::vector<uint16_t>& out) {
+void build_xw_f8(const uint16_t* x, size_t n, Scratch<uint16_t>& out) {
   const size_t chunks = (n + 63) / 64, full = n / 64;
   out.resize(chunks * 64);
   for (size_t c = 0; c < chunks; ++c)
@@ -435,14 +436,24 @@ void f8_rows_bf16(const WeightsF8e4m3& w, size_t r0, const uint16_t* xw, const F
 }
 
 // ---- GEMM driver -------------------------------------------------------------------------------
+//
+// Each Y[b, r] goes through exactly the arithmetic of the GEMV kernel of the same dtype (same lane
+// assignment, same FMA order, same per-block scale folds, same final reduction), only with the
+// decoded weights taken from an L1 tile shared by all batch rows instead of from registers. So
+// gemm == gemv bit for bit, whatever the batch, and batch 1 simply calls the GEMV kernel.
 
-constexpr size_t kChunk = 256;  // columns per decoded tile (a multiple of 128 and 32)
+constexpr size_t kChunk = 256;  // columns per decoded tile (a multiple of 128)
+constexpr size_t kSeg = 128;    // columns per scale fold (f8 block, f4 4-block chunk)
 
-// acc[b][i] += tile[i][0, len16) · x_b[0, len16) for NB activation rows (x rows past `full` are
-// read with mask `tail`). NB x kRows accumulators in registers: 4 x 4 needs 8 loads per 16 FMAs.
+struct Tile {
+  alignas(64) float w[kRows][kChunk];       // decoded, unscaled weights in the GEMV lane layout
+  alignas(64) float s[kRows][2][16];        // per row and 128-column segment: the scale vector
+};
+
+// bf16: acc[b][i] += tile[i][0, len16) · x_b[0, len16) (x rows past `full` read with mask `tail`).
 template <int NB>
-inline void tile_mac(const float (*tile)[kChunk], const float* x0, size_t ldx, size_t len16, size_t full,
-                     __mmask16 tail, float (*acc)[kRows][16]) {
+inline void tile_mac_direct(const Tile& t, const float* x0, size_t ldx, size_t len16, size_t full, __mmask16 tail,
+                            float (*acc)[kRows][16]) {
   __m512 a[NB][kRows];
   for (int b = 0; b < NB; ++b)
     for (int i = 0; i < kRows; ++i) a[b][i] = _mm512_load_ps(acc[b][i]);
@@ -453,19 +464,62 @@ inline void tile_mac(const float (*tile)[kChunk], const float* x0, size_t ldx, s
       xv[b] = kk < full ? _mm512_loadu_ps(xp) : _mm512_maskz_loadu_ps(tail, xp);
     }
     for (int i = 0; i < kRows; ++i) {
-      const __m512 t = _mm512_load_ps(tile[i] + kk);
-      for (int b = 0; b < NB; ++b) a[b][i] = _mm512_fmadd_ps(t, xv[b], a[b][i]);
+      const __m512 w = _mm512_load_ps(t.w[i] + kk);
+      for (int b = 0; b < NB; ++b) a[b][i] = _mm512_fmadd_ps(w, xv[b], a[b][i]);
     }
   }
   for (int b = 0; b < NB; ++b)
     for (int i = 0; i < kRows; ++i) _mm512_store_ps(acc[b][i], a[b][i]);
 }
 
-// decode(r, k0, len, dst): dst[0, len) = dequantized W[r, k0 + j] (scales applied).
-template <typename Decode>
+// f8 / f4: per 128-column segment, part = Σ w·x over its vectors (f8: from zero with FMAs, as
+// f8_rows; f4: the first product by a multiply, as f4_rows), then acc = fma(part, scale, acc).
+template <int NB, bool kFirstMul>
+inline void tile_mac_blocked(const Tile& t, const float* x0, size_t ldx, size_t len, size_t full, __mmask16 tail,
+                             float (*acc)[kRows][16]) {
+  for (size_t seg = 0, k0 = 0; k0 < len; ++seg, k0 += kSeg) {
+    const size_t k1 = std::min(k0 + kSeg, len);
+    __m512 part[NB][kRows];
+    for (size_t kk = k0; kk < k1; kk += 16) {
+      __m512 xv[NB];
+      for (int b = 0; b < NB; ++b) {
+        const float* xp = x0 + static_cast<size_t>(b) * ldx + kk;
+        xv[b] = kk < full ? _mm512_loadu_ps(xp) : _mm512_maskz_loadu_ps(tail, xp);
+      }
+      for (int i = 0; i < kRows; ++i) {
+        const __m512 w = _mm512_load_ps(t.w[i] + kk);
+        for (int b = 0; b < NB; ++b) {
+          if (kk == k0) {
+            part[b][i] = kFirstMul ? _mm512_mul_ps(w, xv[b]) : _mm512_fmadd_ps(w, xv[b], _mm512_setzero_ps());
+          } else {
+            part[b][i] = _mm512_fmadd_ps(w, xv[b], part[b][i]);
+          }
+        }
+      }
+    }
+    for (int i = 0; i < kRows; ++i) {
+      const __m512 sv = _mm512_load_ps(t.s[i][seg]);
+      for (int b = 0; b < NB; ++b) _mm512_store_ps(acc[b][i], _mm512_fmadd_ps(part[b][i], sv, _mm512_load_ps(acc[b][i])));
+    }
+  }
+}
+
+enum class TileMode { direct, f8, f4 };
+
+// Prefetch [p, p + bytes) `distance` bytes ahead, one hint per cache line (the decode of a tile
+// then streams like the GEMV kernels do).
+inline void prefetch_range_ahead(const void* p, size_t bytes, size_t distance) {
+  const char* c = static_cast<const char*>(p);
+  for (size_t o = 0; o < bytes; o += 64) prefetch_ahead(c + o, distance);
+}
+
+// decode(r, k0, len, w_row, s_row): fills tile row w_row[0, len) (zero-padded by the callee up to
+// the segment's vector count) and its scale vectors s_row[seg]. x: [batch, ...] with row stride
+// ldx, indexed by column (f4: the x8 layout, which is indexed like columns chunk by chunk).
+template <TileMode kMode, typename Decode>
 void gemm_driver(size_t n, const float* x, size_t ldx, size_t batch, float* y, size_t ldy, size_t row_begin,
                  size_t row_end, const Decode& decode) {
-  alignas(64) float tile[kRows][kChunk];
+  Tile t;
   alignas(64) float acc[kGemmMaxBatch][kRows][16];
   for (size_t b0 = 0; b0 < batch; b0 += kGemmMaxBatch) {
     const size_t nb = std::min(kGemmMaxBatch, batch - b0);
@@ -474,44 +528,34 @@ void gemm_driver(size_t n, const float* x, size_t ldx, size_t batch, float* y, s
       const int nr = static_cast<int>(std::min<size_t>(kRows, row_end - r0));
       std::fill(&acc[0][0][0], &acc[0][0][0] + kGemmMaxBatch * kRows * 16, 0.0f);
       for (size_t k0 = 0; k0 < n; k0 += kChunk) {
-        const size_t len = std::min(kChunk, n - k0), len16 = (len + 15) / 16 * 16;
+        // f4 tiles always hold whole 128-column chunks (x8 is zero-padded to them).
+        const size_t len = kMode == TileMode::f4 ? std::min(kChunk, (n - k0 + kSeg - 1) / kSeg * kSeg)
+                                                 : std::min(kChunk, n - k0);
+        const size_t len16 = (len + 15) / 16 * 16;
         for (int i = 0; i < kRows; ++i) {
           if (i < nr) {
-            decode(r0 + static_cast<size_t>(i), k0, len, tile[i]);
-            std::fill(tile[i] + len, tile[i] + len16, 0.0f);
+            decode(r0 + static_cast<size_t>(i), k0, len, t.w[i], t.s[i]);
           } else {
-            std::fill(tile[i], tile[i] + len16, 0.0f);
+            std::fill(t.w[i], t.w[i] + len16, 0.0f);
+            std::fill(&t.s[i][0][0], &t.s[i][0][0] + 32, 0.0f);
           }
         }
-        const size_t full = len / 16 * 16;
-        const __mmask16 tail = tail_mask16(len - full);
+        const size_t full = kMode == TileMode::f4 ? len : len / 16 * 16;
+        const __mmask16 tail = tail_mask16(len - len / 16 * 16);
+        auto mac = [&](auto nb_const, size_t b) {
+          constexpr int NB = decltype(nb_const)::value;
+          const float* xp = xb + b * ldx + k0;
+          if constexpr (kMode == TileMode::direct) tile_mac_direct<NB>(t, xp, ldx, len16, full, tail, acc + b);
+          else tile_mac_blocked<NB, kMode == TileMode::f4>(t, xp, ldx, len, full, tail, acc + b);
+        };
         size_t b = 0;
-        for (; b + 4 <= nb; b += 4) tile_mac<4>(tile, xb + b * ldx + k0, ldx, len16, full, tail, acc + b);
-        for (; b + 2 <= nb; b += 2) tile_mac<2>(tile, xb + b * ldx + k0, ldx, len16, full, tail, acc + b);
-        for (; b < nb; ++b) tile_mac<1>(tile, xb + b * ldx + k0, ldx, len16, full, tail, acc + b);
+        for (; b + 4 <= nb; b += 4) mac(std::integral_constant<int, 4>{}, b);
+        for (; b + 2 <= nb; b += 2) mac(std::integral_constant<int, 2>{}, b);
+        for (; b < nb; ++b) mac(std::integral_constant<int, 1>{}, b);
       }
       for (size_t b = 0; b < nb; ++b)
         for (int i = 0; i < nr; ++i)
           y[(b0 + b) * ldy + r0 + static_cast<size_t>(i)] = _mm512_reduce_add_ps(_mm512_load_ps(acc[b][i]));
-    }
-  }
-}
-
-// dst[0, len) = W[r, k0 + j] of an f8 weight, scaled; k0 is a multiple of 128. NaN codes read as
-// ±480·s (the SIMD contract of gemv.h).
-void decode_f8_scaled(const WeightsF8e4m3& w, size_t r, size_t k0, size_t len, float* dst) {
-  const uint8_t* src = w.data + r * w.cols + k0;
-  for (size_t j = 0; j < len; j += kF8WeightBlock) {
-    const __m512 s = _mm512_set1_ps(f8_weight_scale(w, r, (k0 + j) / kF8WeightBlock) * kF8HalfRebias);
-    const size_t end = std::min(j + kF8WeightBlock, len);
-    size_t t = j;
-    for (; t + 16 <= end; t += 16) {
-      const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + t));
-      _mm512_storeu_ps(dst + t, _mm512_mul_ps(f8x16_to_f32_scaled(c), s));
-    }
-    if (t < end) {
-      const __mmask16 m = tail_mask16(end - t);
-      _mm512_mask_storeu_ps(dst + t, m, _mm512_mul_ps(f8x16_to_f32_scaled(_mm_maskz_loadu_epi8(m, src + t)), s));
     }
   }
 }
@@ -546,7 +590,7 @@ void f4_row_groups(const WeightsF4e2m1& w, size_t row_begin, size_t row_end, con
 
 void gemv_f4e2m1_f32_avx512(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin, size_t row_end) {
   if (row_begin >= row_end) return;
-  std::vector<float>& x8 = x_scratch().x8;
+  Scratch<float>& x8 = x_scratch().x8;
   build_x8(x, w.cols, x8);
   f4_row_groups(
       w, row_begin, row_end, [&](size_t r, size_t) { f4_rows<kRows, false>(w, r, x8.data(), y + r); },
@@ -559,7 +603,7 @@ void gemv_f4e2m1_f32_avx512(const WeightsF4e2m1& w, const float* x, float* y, si
 void gemv_f4e2m1_bf16_avx512(const WeightsF4e2m1& w, const uint16_t* x, float* y, size_t row_begin,
                              size_t row_end) {
   if (row_begin >= row_end) return;
-  std::vector<uint16_t>& xw = x_scratch().xw;
+  Scratch<uint16_t>& xw = x_scratch().xw;
   build_xw_f4(x, w.cols, xw);
   f4_row_groups(
       w, row_begin, row_end, [&](size_t r, size_t) { f4_rows_bf16<kRows, false>(w, r, xw.data(), y + r); },
@@ -572,7 +616,7 @@ void gemv_f4e2m1_bf16_avx512(const WeightsF4e2m1& w, const uint16_t* x, float* y
 void gemv_f8e4m3_bf16_avx512(const WeightsF8e4m3& w, const uint16_t* x, float* y, size_t row_begin,
                              size_t row_end) {
   if (row_begin >= row_end) return;
-  std::vector<uint16_t>& xw = x_scratch().xw;
+  Scratch<uint16_t>& xw = x_scratch().xw;
   build_xw_f8(x, w.cols, xw);
   const F8Bf16Tables tab = f8_bf16_tables();
   size_t r = row_begin;
@@ -582,24 +626,69 @@ void gemv_f8e4m3_bf16_avx512(const WeightsF8e4m3& w, const uint16_t* x, float* y
 
 void gemm_bf16_f32_avx512(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
                           size_t row_begin, size_t row_end) {
-  gemm_driver(w.cols, x, ldx, batch, y, ldy, row_begin, row_end, [&](size_t r, size_t k0, size_t len, float* dst) {
-    convert_bf16_to_f32_avx512(w.data + r * w.cols + k0, dst, len);
-  });
+  if (batch == 1) return gemv_bf16_f32_avx512(w, x, y, row_begin, row_end);  // same arithmetic
+  const size_t ahead = prefetch_distance(kRows * w.cols * sizeof(uint16_t));
+  gemm_driver<TileMode::direct>(w.cols, x, ldx, batch, y, ldy, row_begin, row_end,
+                                [&](size_t r, size_t k0, size_t len, float* wt, float (*)[16]) {
+                                  const uint16_t* src = w.data + r * w.cols + k0;
+                                  prefetch_range_ahead(src, len * sizeof(uint16_t), ahead);
+                                  convert_bf16_to_f32_avx512(src, wt, len);
+                                  std::fill(wt + len, wt + (len + 15) / 16 * 16, 0.0f);
+                                });
 }
 
 void gemm_f8e4m3_f32_avx512(const WeightsF8e4m3& w, const float* x, size_t ldx, size_t batch, float* y,
                             size_t ldy, size_t row_begin, size_t row_end) {
-  gemm_driver(w.cols, x, ldx, batch, y, ldy, row_begin, row_end,
-              [&](size_t r, size_t k0, size_t len, float* dst) { decode_f8_scaled(w, r, k0, len, dst); });
+  if (batch == 1) return gemv_f8e4m3_f32_avx512(w, x, y, row_begin, row_end);  // same arithmetic
+  const size_t ahead = prefetch_distance(kRows * w.cols);
+  gemm_driver<TileMode::f8>(
+      w.cols, x, ldx, batch, y, ldy, row_begin, row_end, [&](size_t r, size_t k0, size_t len, float* wt, float (*st)[16]) {
+        const uint8_t* src = w.data + r * w.cols + k0;
+        prefetch_range_ahead(src, len, ahead);
+        for (size_t j = 0, seg = 0; j < len; j += kSeg, ++seg) {  // k0 is a multiple of the block
+          const float s = f8_weight_scale(w, r, (k0 + j) / kF8WeightBlock) * kF8HalfRebias;
+          _mm512_store_ps(st[seg], _mm512_set1_ps(s));
+          const size_t end = std::min(j + kSeg, len);
+          size_t q = j;
+          for (; q + 16 <= end; q += 16)
+            _mm512_store_ps(wt + q, f8x16_to_f32_scaled(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + q))));
+          if (q < end) _mm512_store_ps(wt + q, f8x16_to_f32_scaled(_mm_maskz_loadu_epi8(tail_mask16(end - q), src + q)));
+        }
+      });
 }
 
 void gemm_f4e2m1_f32_avx512(const WeightsF4e2m1& w, const float* x, size_t ldx, size_t batch, float* y,
                             size_t ldy, size_t row_begin, size_t row_end) {
-  const size_t row_bytes = f4_row_bytes(w.cols), n_blocks = f4_scales_per_row(w.cols);
-  gemm_driver(w.cols, x, ldx, batch, y, ldy, row_begin, row_end, [&](size_t r, size_t k0, size_t len, float* dst) {
-    dequant_f4e2m1_to_f32_avx512(w.data + r * row_bytes + k0 / 2, w.scales + r * n_blocks + k0 / kF4WeightBlock,
-                                 dst, len);
-  });
+  if (batch == 1) return gemv_f4e2m1_f32_avx512(w, x, y, row_begin, row_end);  // same arithmetic
+  const size_t n = w.cols, row_bytes = f4_row_bytes(n), n_blocks = f4_scales_per_row(n);
+  const size_t chunks = (n + 127) / 128, ld8 = chunks * 128;
+  // x rows in the x8 layout of f4_rows, one after another (per thread, reused).
+  static thread_local Scratch<float> x8_all;
+  x8_all.resize(batch * ld8);
+  Scratch<float> one;
+  for (size_t b = 0; b < batch; ++b) {
+    build_x8(x + b * ldx, n, one);
+    std::memcpy(x8_all.data() + b * ld8, one.data(), one.size() * sizeof(float));
+  }
+  const size_t ahead = prefetch_distance(kRows * row_bytes);
+  const __m512 lut = f4_lut();
+  const __m512i spread = scale_spread_control();
+  gemm_driver<TileMode::f4>(
+      n, x8_all.data(), ld8, batch, y, ldy, row_begin, row_end, [&](size_t r, size_t k0, size_t len, float* wt, float (*st)[16]) {
+        const uint8_t* row = w.data + r * row_bytes;
+        const uint8_t* srow = w.scales + r * n_blocks;
+        prefetch_range_ahead(row + k0 / 2, len / 2, ahead);
+        for (size_t j = 0, seg = 0; j < len; j += kSeg, ++seg) {
+          const size_t c = (k0 + j) / 128;  // 128-column chunk of the row, as in f4_rows
+          const size_t bytes = std::min<size_t>(64, row_bytes - 64 * c);
+          const __m512i v = bytes == 64 ? _mm512_loadu_si512(row + 64 * c)
+                                        : _mm512_maskz_loadu_epi8((__mmask64{1} << bytes) - 1, row + 64 * c);
+          for (int k = 0; k < 8; ++k)
+            _mm512_store_ps(wt + j + 16 * static_cast<size_t>(k),
+                            _mm512_permutexvar_ps(_mm512_srl_epi32(v, _mm_cvtsi32_si128(4 * k)), lut));
+          _mm512_store_ps(st[seg], scale_vector4<true>(chunk_scales(srow, c, n_blocks), spread));
+        }
+      });
 }
 
 }  // namespace dsv4::kernels
