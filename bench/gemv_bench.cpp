@@ -56,7 +56,8 @@ ThreadPool& pool(int threads) {
   return *pools[threads];
 }
 
-// ---- DRAM read bandwidth probe -------------------------------------------------------------------
+// ---- DRAM read bandwidth probe
+// -------------------------------------------------------------------
 
 AlignedBuffer& probe_buffer() {
   static AlignedBuffer buf = [] {
@@ -129,23 +130,33 @@ void BM_DramRead(benchmark::State& state) {
   state.counters["dram_GB/s"] = gbps;
 }
 
-// ---- weight sets -----------------------------------------------------------------------------------
+// ---- weight sets
+// -----------------------------------------------------------------------------------
 
-// f8 / f4: weights f8_e4m3 / f4_e2m1 with f32 activations; f8_bf16x / f4_bf16x: the same weights with
-// bf16 activations (gemv_*_bf16, the path for act_quant-ed activations).
+// f8 / f4: weights f8_e4m3 / f4_e2m1 with f32 activations; f8_bf16x / f4_bf16x: the same weights
+// with bf16 activations (gemv_*_bf16, the path for act_quant-ed activations).
 enum class Dtype { bf16, f8, f4, f8_bf16x, f4_bf16x };
 const char* dtype_name(Dtype d) {
   switch (d) {
-    case Dtype::bf16: return "bf16";
-    case Dtype::f8: return "f8e4m3";
-    case Dtype::f4: return "f4e2m1";
-    case Dtype::f8_bf16x: return "f8e4m3.bf16x";
-    case Dtype::f4_bf16x: return "f4e2m1.bf16x";
+    case Dtype::bf16:
+      return "bf16";
+    case Dtype::f8:
+      return "f8e4m3";
+    case Dtype::f4:
+      return "f4e2m1";
+    case Dtype::f8_bf16x:
+      return "f8e4m3.bf16x";
+    case Dtype::f4_bf16x:
+      return "f4e2m1.bf16x";
   }
   return "?";
 }
-bool is_f8(Dtype d) { return d == Dtype::f8 || d == Dtype::f8_bf16x; }
-bool is_f4(Dtype d) { return d == Dtype::f4 || d == Dtype::f4_bf16x; }
+bool is_f8(Dtype d) {
+  return d == Dtype::f8 || d == Dtype::f8_bf16x;
+}
+bool is_f4(Dtype d) {
+  return d == Dtype::f4 || d == Dtype::f4_bf16x;
+}
 
 // Several copies of one [rows, cols] weight matrix (codes and scales), >= kWorkingSet in total.
 struct WeightSet {
@@ -170,7 +181,9 @@ const WeightSet& weight_set(Dtype dtype, size_t rows, size_t cols) {
   ws->rows = rows;
   ws->cols = cols;
   switch (dtype) {
-    case Dtype::bf16: ws->code_bytes = rows * cols * 2; break;
+    case Dtype::bf16:
+      ws->code_bytes = rows * cols * 2;
+      break;
     case Dtype::f8:
     case Dtype::f8_bf16x:
       ws->code_bytes = rows * cols;
@@ -182,19 +195,22 @@ const WeightSet& weight_set(Dtype dtype, size_t rows, size_t cols) {
       ws->scale_bytes = rows * f4_scales_per_row(cols);
       break;
   }
-  ws->copies = std::max<size_t>(2, (kWorkingSet + ws->bytes_per_matrix() - 1) / ws->bytes_per_matrix());
+  ws->copies =
+      std::max<size_t>(2, (kWorkingSet + ws->bytes_per_matrix() - 1) / ws->bytes_per_matrix());
   for (size_t c = 0; c < ws->copies; ++c) {
     AlignedBuffer codes(ws->code_bytes);
     fill_random(codes.data(), codes.size(), c + 1);
     if (dtype == Dtype::bf16) {  // finite values of moderate size
       uint16_t* h = codes.as<uint16_t>();
-      for (size_t i = 0; i < rows * cols; ++i) h[i] = static_cast<uint16_t>((h[i] & 0x807F) | 0x3C00);
+      for (size_t i = 0; i < rows * cols; ++i)
+        h[i] = static_cast<uint16_t>((h[i] & 0x807F) | 0x3C00);
     } else if (dtype == Dtype::f8) {  // no NaN codes
       for (size_t i = 0; i < codes.size(); ++i)
         if ((codes.data()[i] & 0x7F) == 0x7F) codes.data()[i] ^= 1;
     }
     AlignedBuffer scales(std::max<size_t>(ws->scale_bytes, 1));
-    for (size_t i = 0; i < ws->scale_bytes; ++i) scales.data()[i] = static_cast<uint8_t>(120 + (i * 7 + c) % 8);
+    for (size_t i = 0; i < ws->scale_bytes; ++i)
+      scales.data()[i] = static_cast<uint8_t>(120 + (i * 7 + c) % 8);
     ws->codes.push_back(std::move(codes));
     ws->scales.push_back(std::move(scales));
   }
@@ -203,39 +219,49 @@ const WeightSet& weight_set(Dtype dtype, size_t rows, size_t cols) {
 }
 
 // gemm_*(batch 1): what the forward pass calls for decode (batch-invariant, see kernels/gemv.h).
-void run_gemm1(Isa isa, Dtype dtype, const WeightSet& ws, size_t copy, const float* x, float* y, size_t r0,
-               size_t r1) {
+void run_gemm1(Isa isa, Dtype dtype, const WeightSet& ws, size_t copy, const float* x, float* y,
+               size_t r0, size_t r1) {
   const uint8_t* codes = ws.codes[copy].data();
   const uint8_t* scales = ws.scales[copy].data();
   const size_t n = ws.cols, m = ws.rows;
   switch (dtype) {
     case Dtype::bf16: {
       const WeightsBf16 w{reinterpret_cast<const uint16_t*>(codes), ws.rows, ws.cols};
-      if (isa == Isa::avx512) gemm_bf16_f32_avx512(w, x, n, 1, y, m, r0, r1);
-      else if (isa == Isa::avx2) gemm_bf16_f32_avx2(w, x, n, 1, y, m, r0, r1);
-      else gemm_bf16_f32_ref(w, x, n, 1, y, m, r0, r1);
+      if (isa == Isa::avx512)
+        gemm_bf16_f32_avx512(w, x, n, 1, y, m, r0, r1);
+      else if (isa == Isa::avx2)
+        gemm_bf16_f32_avx2(w, x, n, 1, y, m, r0, r1);
+      else
+        gemm_bf16_f32_ref(w, x, n, 1, y, m, r0, r1);
       break;
     }
     case Dtype::f8: {
       const WeightsF8e4m3 w{codes, scales, ScaleFormat::ue8m0, ws.rows, ws.cols};
-      if (isa == Isa::avx512) gemm_f8e4m3_f32_avx512(w, x, n, 1, y, m, r0, r1);
-      else if (isa == Isa::avx2) gemm_f8e4m3_f32_avx2(w, x, n, 1, y, m, r0, r1);
-      else gemm_f8e4m3_f32_ref(w, x, n, 1, y, m, r0, r1);
+      if (isa == Isa::avx512)
+        gemm_f8e4m3_f32_avx512(w, x, n, 1, y, m, r0, r1);
+      else if (isa == Isa::avx2)
+        gemm_f8e4m3_f32_avx2(w, x, n, 1, y, m, r0, r1);
+      else
+        gemm_f8e4m3_f32_ref(w, x, n, 1, y, m, r0, r1);
       break;
     }
     case Dtype::f4: {
       const WeightsF4e2m1 w{codes, scales, ws.rows, ws.cols};
-      if (isa == Isa::avx512) gemm_f4e2m1_f32_avx512(w, x, n, 1, y, m, r0, r1);
-      else if (isa == Isa::avx2) gemm_f4e2m1_f32_avx2(w, x, n, 1, y, m, r0, r1);
-      else gemm_f4e2m1_f32_ref(w, x, n, 1, y, m, r0, r1);
+      if (isa == Isa::avx512)
+        gemm_f4e2m1_f32_avx512(w, x, n, 1, y, m, r0, r1);
+      else if (isa == Isa::avx2)
+        gemm_f4e2m1_f32_avx2(w, x, n, 1, y, m, r0, r1);
+      else
+        gemm_f4e2m1_f32_ref(w, x, n, 1, y, m, r0, r1);
       break;
     }
-    default: break;
+    default:
+      break;
   }
 }
 
-void run_gemv(Isa isa, Dtype dtype, const WeightSet& ws, size_t copy, const float* x, const uint16_t* xb, float* y,
-              size_t r0, size_t r1) {
+void run_gemv(Isa isa, Dtype dtype, const WeightSet& ws, size_t copy, const float* x,
+              const uint16_t* xb, float* y, size_t r0, size_t r1) {
   const uint8_t* codes = ws.codes[copy].data();
   const uint8_t* scales = ws.scales[copy].data();
   const WeightsF8e4m3 w8{codes, scales, ScaleFormat::ue8m0, ws.rows, ws.cols};
@@ -243,35 +269,51 @@ void run_gemv(Isa isa, Dtype dtype, const WeightSet& ws, size_t copy, const floa
   switch (dtype) {
     case Dtype::bf16: {
       const WeightsBf16 w{reinterpret_cast<const uint16_t*>(codes), ws.rows, ws.cols};
-      if (isa == Isa::avx512) gemv_bf16_f32_avx512(w, x, y, r0, r1);
-      else if (isa == Isa::avx2) gemv_bf16_f32_avx2(w, x, y, r0, r1);
-      else gemv_bf16_f32_ref(w, x, y, r0, r1);
+      if (isa == Isa::avx512)
+        gemv_bf16_f32_avx512(w, x, y, r0, r1);
+      else if (isa == Isa::avx2)
+        gemv_bf16_f32_avx2(w, x, y, r0, r1);
+      else
+        gemv_bf16_f32_ref(w, x, y, r0, r1);
       break;
     }
     case Dtype::f8:
-      if (isa == Isa::avx512) gemv_f8e4m3_f32_avx512(w8, x, y, r0, r1);
-      else if (isa == Isa::avx2) gemv_f8e4m3_f32_avx2(w8, x, y, r0, r1);
-      else gemv_f8e4m3_f32_ref(w8, x, y, r0, r1);
+      if (isa == Isa::avx512)
+        gemv_f8e4m3_f32_avx512(w8, x, y, r0, r1);
+      else if (isa == Isa::avx2)
+        gemv_f8e4m3_f32_avx2(w8, x, y, r0, r1);
+      else
+        gemv_f8e4m3_f32_ref(w8, x, y, r0, r1);
       break;
     case Dtype::f4:
-      if (isa == Isa::avx512) gemv_f4e2m1_f32_avx512(w4, x, y, r0, r1);
-      else if (isa == Isa::avx2) gemv_f4e2m1_f32_avx2(w4, x, y, r0, r1);
-      else gemv_f4e2m1_f32_ref(w4, x, y, r0, r1);
+      if (isa == Isa::avx512)
+        gemv_f4e2m1_f32_avx512(w4, x, y, r0, r1);
+      else if (isa == Isa::avx2)
+        gemv_f4e2m1_f32_avx2(w4, x, y, r0, r1);
+      else
+        gemv_f4e2m1_f32_ref(w4, x, y, r0, r1);
       break;
     case Dtype::f8_bf16x:
-      if (isa == Isa::avx512) gemv_f8e4m3_bf16_avx512(w8, xb, y, r0, r1);
-      else if (isa == Isa::avx2) gemv_f8e4m3_bf16_avx2(w8, xb, y, r0, r1);
-      else gemv_f8e4m3_bf16_ref(w8, xb, y, r0, r1);
+      if (isa == Isa::avx512)
+        gemv_f8e4m3_bf16_avx512(w8, xb, y, r0, r1);
+      else if (isa == Isa::avx2)
+        gemv_f8e4m3_bf16_avx2(w8, xb, y, r0, r1);
+      else
+        gemv_f8e4m3_bf16_ref(w8, xb, y, r0, r1);
       break;
     case Dtype::f4_bf16x:
-      if (isa == Isa::avx512) gemv_f4e2m1_bf16_avx512(w4, xb, y, r0, r1);
-      else if (isa == Isa::avx2) gemv_f4e2m1_bf16_avx2(w4, xb, y, r0, r1);
-      else gemv_f4e2m1_bf16_ref(w4, xb, y, r0, r1);
+      if (isa == Isa::avx512)
+        gemv_f4e2m1_bf16_avx512(w4, xb, y, r0, r1);
+      else if (isa == Isa::avx2)
+        gemv_f4e2m1_bf16_avx2(w4, xb, y, r0, r1);
+      else
+        gemv_f4e2m1_bf16_ref(w4, xb, y, r0, r1);
       break;
   }
 }
 
-void BM_Gemv(benchmark::State& state, Dtype dtype, Isa isa, size_t rows, size_t cols, int threads, bool gemm1) {
+void BM_Gemv(benchmark::State& state, Dtype dtype, Isa isa, size_t rows, size_t cols, int threads,
+             bool gemm1) {
   const WeightSet& ws = weight_set(dtype, rows, cols);
   std::vector<float> x(cols), y(rows);
   std::vector<uint16_t> xb(cols);
@@ -285,8 +327,10 @@ void BM_Gemv(benchmark::State& state, Dtype dtype, Isa isa, size_t rows, size_t 
   for (auto _ : state) {
     Timer t;
     auto run = [&](size_t b, size_t e) {
-      if (gemm1) run_gemm1(isa, dtype, ws, copy, x.data(), y.data(), b, e);
-      else run_gemv(isa, dtype, ws, copy, x.data(), xb.data(), y.data(), b, e);
+      if (gemm1)
+        run_gemm1(isa, dtype, ws, copy, x.data(), y.data(), b, e);
+      else
+        run_gemv(isa, dtype, ws, copy, x.data(), xb.data(), y.data(), b, e);
     };
     if (threads == 1) {
       run(0, rows);
@@ -299,7 +343,8 @@ void BM_Gemv(benchmark::State& state, Dtype dtype, Isa isa, size_t rows, size_t 
     copy = (copy + 1) % ws.copies;
   }
   std::vector<double> rates(times.size());
-  for (size_t i = 0; i < times.size(); ++i) rates[i] = static_cast<double>(ws.bytes_per_matrix()) / times[i] / 1e9;
+  for (size_t i = 0; i < times.size(); ++i)
+    rates[i] = static_cast<double>(ws.bytes_per_matrix()) / times[i] / 1e9;
   const double gbps = quantile(rates, kRateQuantile);
   state.counters["GB/s"] = gbps;
   state.counters["GB/s_median"] = quantile(rates, 0.5);
@@ -316,7 +361,9 @@ void BM_GemvHot(benchmark::State& state, Dtype dtype, Isa isa) {
   ws.rows = kRowsHot;
   ws.cols = kColsHot;
   ws.copies = 1;
-  ws.code_bytes = dtype == Dtype::bf16 ? kRowsHot * kColsHot * 2 : is_f8(dtype) ? kRowsHot * kColsHot : kRowsHot * kColsHot / 2;
+  ws.code_bytes = dtype == Dtype::bf16 ? kRowsHot * kColsHot * 2
+                  : is_f8(dtype)       ? kRowsHot * kColsHot
+                                       : kRowsHot * kColsHot / 2;
   ws.scale_bytes = is_f8(dtype)   ? f8_scale_rows(kRowsHot) * f8_scale_cols(kColsHot)
                    : is_f4(dtype) ? kRowsHot * f4_scales_per_row(kColsHot)
                                   : 0;
@@ -324,7 +371,8 @@ void BM_GemvHot(benchmark::State& state, Dtype dtype, Isa isa) {
   fill_random(ws.codes[0].data(), ws.code_bytes, 5);
   if (dtype == Dtype::bf16) {
     uint16_t* h = ws.codes[0].as<uint16_t>();
-    for (size_t i = 0; i < kRowsHot * kColsHot; ++i) h[i] = static_cast<uint16_t>((h[i] & 0x807F) | 0x3C00);
+    for (size_t i = 0; i < kRowsHot * kColsHot; ++i)
+      h[i] = static_cast<uint16_t>((h[i] & 0x807F) | 0x3C00);
   }
   ws.scales.emplace_back(std::max<size_t>(ws.scale_bytes, 1));
   std::memset(ws.scales[0].data(), 127, ws.scales[0].size());
@@ -336,13 +384,14 @@ void BM_GemvHot(benchmark::State& state, Dtype dtype, Isa isa) {
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  state.counters["GB/s"] = static_cast<double>(ws.bytes_per_matrix()) * static_cast<double>(state.iterations()) /
-                           timer.seconds() / 1e9;
+  state.counters["GB/s"] = static_cast<double>(ws.bytes_per_matrix()) *
+                           static_cast<double>(state.iterations()) / timer.seconds() / 1e9;
 }
 
 void register_all() {
   for (int threads : {1, 2}) {
-    benchmark::RegisterBenchmark(("dram_read/threads:" + std::to_string(threads)).c_str(), BM_DramRead)
+    benchmark::RegisterBenchmark(("dram_read/threads:" + std::to_string(threads)).c_str(),
+                                 BM_DramRead)
         ->Arg(threads)
         ->Iterations(3)
         ->UseRealTime()
@@ -350,10 +399,11 @@ void register_all() {
   }
   for (Dtype dtype : {Dtype::f8, Dtype::f8_bf16x, Dtype::f4, Dtype::f4_bf16x, Dtype::bf16}) {
     for (Isa isa : supported_isas()) {
-      const std::string name =
-          std::string("gemv_hot/") + dtype_name(dtype) + "/" + std::string(isa_name(isa)) + "/128x4096";
-      benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { BM_GemvHot(s, dtype, isa); })
-          ->Unit(benchmark::kMicrosecond);
+      const std::string name = std::string("gemv_hot/") + dtype_name(dtype) + "/" +
+                               std::string(isa_name(isa)) + "/128x4096";
+      benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) {
+        BM_GemvHot(s, dtype, isa);
+      })->Unit(benchmark::kMicrosecond);
     }
   }
   // Shapes rows x cols (= out x in): square, and 4096x2048 with its transpose. Grouped so that
@@ -367,11 +417,12 @@ void register_all() {
       for (Dtype dtype : group) {
         for (Isa isa : supported_isas()) {
           for (int threads : {1, 2}) {
-            const std::string name = std::string("gemv/") + dtype_name(dtype) + "/" + std::string(isa_name(isa)) +
-                                     "/" + std::to_string(rows) + "x" + std::to_string(cols) +
-                                     "/threads:" + std::to_string(threads);
+            const std::string name = std::string("gemv/") + dtype_name(dtype) + "/" +
+                                     std::string(isa_name(isa)) + "/" + std::to_string(rows) + "x" +
+                                     std::to_string(cols) + "/threads:" + std::to_string(threads);
             benchmark::RegisterBenchmark(
-                name.c_str(), [=](benchmark::State& s) { BM_Gemv(s, dtype, isa, rows, cols, threads, false); })
+                name.c_str(),
+                [=](benchmark::State& s) { BM_Gemv(s, dtype, isa, rows, cols, threads, false); })
                 ->UseRealTime()
                 ->Unit(benchmark::kMicrosecond);
           }
@@ -383,11 +434,12 @@ void register_all() {
         for (Isa isa : supported_isas()) {
           if (isa == Isa::ref) continue;
           for (int threads : {1, 2}) {
-            const std::string name = std::string("gemm_b1/") + dtype_name(dtype) + "/" + std::string(isa_name(isa)) +
-                                     "/" + std::to_string(rows) + "x" + std::to_string(cols) +
-                                     "/threads:" + std::to_string(threads);
+            const std::string name = std::string("gemm_b1/") + dtype_name(dtype) + "/" +
+                                     std::string(isa_name(isa)) + "/" + std::to_string(rows) + "x" +
+                                     std::to_string(cols) + "/threads:" + std::to_string(threads);
             benchmark::RegisterBenchmark(
-                name.c_str(), [=](benchmark::State& s) { BM_Gemv(s, dtype, isa, rows, cols, threads, true); })
+                name.c_str(),
+                [=](benchmark::State& s) { BM_Gemv(s, dtype, isa, rows, cols, threads, true); })
                 ->UseRealTime()
                 ->Unit(benchmark::kMicrosecond);
           }

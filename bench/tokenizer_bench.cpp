@@ -66,7 +66,8 @@ constexpr const char* kCjkCode[] = {
     "  for (size_t i = 0; i < n; ++i) y[i] += a * x[i];  // y = a*x + y\n}\n\n",
     "def softmax(xs):\n    m = max(xs)\n    es = [math.exp(x - m) for x in xs]\n"
     "    s = sum(es)\n    return [e / s for e in es]\n\n",
-    "설정 파일을 읽는 중 오류가 발생했습니다: config.json 의 \"num_layers\" 값이 올바르지 않습니다.\n",
+    "설정 파일을 읽는 중 오류가 발생했습니다: config.json 의 \"num_layers\" 값이 올바르지 "
+    "않습니다.\n",
 };
 
 std::string repeat_to_size(const char* const* parts, size_t n) {
@@ -79,10 +80,10 @@ std::string repeat_to_size(const char* const* parts, size_t n) {
 
 std::string cold_english() {
   // Words assembled from syllables; very few repeat, so the word cache rarely helps.
-  static const char* syll[] = {"th", "er", "on", "an", "re", "he", "in", "ed", "nd", "ha",
-                               "at", "en", "es", "of", "or", "nt", "ea", "ti", "to", "it",
-                               "st", "io", "le", "is", "ou", "ar", "as", "de", "rt", "ve",
-                               "qu", "ly", "mp", "str", "ight", "ous", "ing", "tion", "b", "k"};
+  static const char* syll[] = {"th", "er", "on", "an",  "re",   "he",  "in",  "ed",   "nd", "ha",
+                               "at", "en", "es", "of",  "or",   "nt",  "ea",  "ti",   "to", "it",
+                               "st", "io", "le", "is",  "ou",   "ar",  "as",  "de",   "rt", "ve",
+                               "qu", "ly", "mp", "str", "ight", "ous", "ing", "tion", "b",  "k"};
   std::mt19937 rng(12345);
   std::uniform_int_distribution<int> nsyll(1, 5), pick(0, 39), punct(0, 15);
   std::string s;

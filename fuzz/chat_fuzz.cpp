@@ -7,8 +7,8 @@
 //         pieces cut at positions drawn from the payload must agree on content, reasoning and
 //         tool-call names — the streaming parser never leaks a partial marker.
 // Run: build/fuzz/fuzz/chat_fuzz fuzz/corpus/chat -max_total_time=120
-#include <cstddef>
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -46,7 +46,8 @@ void check_output(std::string_view out, uint8_t seed) {
   }
   (void)stream.finish();
   const chat::ParsedChatMessage& m = stream.message();
-  if (m.content != whole.content || m.reasoning_content != whole.reasoning_content) __builtin_trap();
+  if (m.content != whole.content || m.reasoning_content != whole.reasoning_content)
+    __builtin_trap();
   if (m.tool_calls.size() != whole.tool_calls.size()) __builtin_trap();
   for (size_t i = 0; i < m.tool_calls.size(); ++i)
     if (m.tool_calls[i].name != whole.tool_calls[i].name) __builtin_trap();

@@ -94,7 +94,8 @@ void fuzz_decode(const Tokenizer& tok, std::string_view payload) {
   bool all_valid = true;
   for (int32_t& id : ids) {
     uint32_t u = static_cast<uint32_t>(id);
-    if ((u >> 28) != 0xF) id = static_cast<int32_t>(u % (static_cast<uint32_t>(tok.vocab_size()) + 8));
+    if ((u >> 28) != 0xF)
+      id = static_cast<int32_t>(u % (static_cast<uint32_t>(tok.vocab_size()) + 8));
     if (!tok.token_bytes(id)) all_valid = false;
   }
   bool skip = !ids.empty() && (ids[0] & 1);
@@ -127,10 +128,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view payload(reinterpret_cast<const char*>(data) + 1, size - 1);
   const auto match = (data[0] & 4) ? Tokenizer::AddedTokens::none : Tokenizer::AddedTokens::all;
   switch (data[0] % 4) {
-    case 0: fuzz_encode(tokenizer(), payload, match); break;
-    case 1: fuzz_encode(tokenizer(), payload, Tokenizer::AddedTokens::non_special); break;
-    case 2: fuzz_decode(tokenizer(), payload); break;
-    default: fuzz_load(payload); break;
+    case 0:
+      fuzz_encode(tokenizer(), payload, match);
+      break;
+    case 1:
+      fuzz_encode(tokenizer(), payload, Tokenizer::AddedTokens::non_special);
+      break;
+    case 2:
+      fuzz_decode(tokenizer(), payload);
+      break;
+    default:
+      fuzz_load(payload);
+      break;
   }
   return 0;
 }

@@ -7,16 +7,16 @@ namespace dsv4::detail {
 [[noreturn]] void check_failed(const char* file, int line, const char* expr, const char* msg);
 }  // namespace dsv4::detail
 
-#define DSV4_CHECK(cond)                                                       \
-  do {                                                                         \
-    if (!(cond)) [[unlikely]]                                                  \
-      ::dsv4::detail::check_failed(__FILE__, __LINE__, #cond, nullptr);        \
+#define DSV4_CHECK(cond)                                                \
+  do {                                                                  \
+    if (!(cond)) [[unlikely]]                                           \
+      ::dsv4::detail::check_failed(__FILE__, __LINE__, #cond, nullptr); \
   } while (0)
 
-#define DSV4_CHECK_MSG(cond, msg)                                              \
-  do {                                                                         \
-    if (!(cond)) [[unlikely]]                                                  \
-      ::dsv4::detail::check_failed(__FILE__, __LINE__, #cond, (msg));          \
+#define DSV4_CHECK_MSG(cond, msg)                                     \
+  do {                                                                \
+    if (!(cond)) [[unlikely]]                                         \
+      ::dsv4::detail::check_failed(__FILE__, __LINE__, #cond, (msg)); \
   } while (0)
 
 #if defined(DSV4_DEBUG_CHECKS) && DSV4_DEBUG_CHECKS

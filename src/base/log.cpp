@@ -36,8 +36,12 @@ spdlog::logger& logger() {
 
 }  // namespace
 
-void set_level(Level l) { current().store(l); }
-Level level() { return current().load(std::memory_order_relaxed); }
+void set_level(Level l) {
+  current().store(l);
+}
+Level level() {
+  return current().load(std::memory_order_relaxed);
+}
 
 void write(Level l, std::string_view message) {
   if (l < level() || l == Level::off) return;

@@ -13,7 +13,9 @@
 namespace dsv4 {
 
 namespace {
-std::string errno_text() { return std::strerror(errno); }
+std::string errno_text() {
+  return std::strerror(errno);
+}
 
 struct Fd {
   int fd = -1;
@@ -69,10 +71,18 @@ void MmapFile::advise(AccessHint hint, size_t offset, size_t length) const {
   size_t end = length > size_ - offset ? size_ : offset + length;
   int advice = MADV_NORMAL;
   switch (hint) {
-    case AccessHint::normal: advice = MADV_NORMAL; break;
-    case AccessHint::sequential: advice = MADV_SEQUENTIAL; break;
-    case AccessHint::random: advice = MADV_RANDOM; break;
-    case AccessHint::willneed: advice = MADV_WILLNEED; break;
+    case AccessHint::normal:
+      advice = MADV_NORMAL;
+      break;
+    case AccessHint::sequential:
+      advice = MADV_SEQUENTIAL;
+      break;
+    case AccessHint::random:
+      advice = MADV_RANDOM;
+      break;
+    case AccessHint::willneed:
+      advice = MADV_WILLNEED;
+      break;
     case AccessHint::hugepage:
 #ifdef MADV_HUGEPAGE
       advice = MADV_HUGEPAGE;

@@ -16,16 +16,26 @@ void check_failed(const char* file, int line, const char* expr, const char* msg)
 
 std::string_view error_code_name(ErrorCode code) {
   switch (code) {
-    case ErrorCode::ok: return "ok";
-    case ErrorCode::invalid_argument: return "invalid_argument";
-    case ErrorCode::not_found: return "not_found";
-    case ErrorCode::parse_error: return "parse_error";
-    case ErrorCode::unsupported: return "unsupported";
-    case ErrorCode::io_error: return "io_error";
-    case ErrorCode::out_of_memory: return "out_of_memory";
-    case ErrorCode::data_loss: return "data_loss";
-    case ErrorCode::failed_precondition: return "failed_precondition";
-    case ErrorCode::internal: return "internal";
+    case ErrorCode::ok:
+      return "ok";
+    case ErrorCode::invalid_argument:
+      return "invalid_argument";
+    case ErrorCode::not_found:
+      return "not_found";
+    case ErrorCode::parse_error:
+      return "parse_error";
+    case ErrorCode::unsupported:
+      return "unsupported";
+    case ErrorCode::io_error:
+      return "io_error";
+    case ErrorCode::out_of_memory:
+      return "out_of_memory";
+    case ErrorCode::data_loss:
+      return "data_loss";
+    case ErrorCode::failed_precondition:
+      return "failed_precondition";
+    case ErrorCode::internal:
+      return "internal";
   }
   return "unknown";
 }

@@ -20,15 +20,15 @@ namespace dsv4 {
 
 enum class ErrorCode {
   ok = 0,
-  invalid_argument,    // a caller-supplied value is out of range or malformed
-  not_found,           // a file, tensor, token or key does not exist
-  parse_error,         // malformed JSON / safetensors / tokenizer / snapshot bytes
-  unsupported,         // well-formed but outside what we implement (unknown dtype, arch)
-  io_error,            // open/read/write/mmap/fsync failed
-  out_of_memory,       // a memory budget would be exceeded
-  data_loss,           // checksum mismatch, truncated data
-  failed_precondition, // the object is in the wrong state for this call
-  internal,            // should not happen; a bug surfaced as an error
+  invalid_argument,     // a caller-supplied value is out of range or malformed
+  not_found,            // a file, tensor, token or key does not exist
+  parse_error,          // malformed JSON / safetensors / tokenizer / snapshot bytes
+  unsupported,          // well-formed but outside what we implement (unknown dtype, arch)
+  io_error,             // open/read/write/mmap/fsync failed
+  out_of_memory,        // a memory budget would be exceeded
+  data_loss,            // checksum mismatch, truncated data
+  failed_precondition,  // the object is in the wrong state for this call
+  internal,             // should not happen; a bug surfaced as an error
 };
 
 std::string_view error_code_name(ErrorCode code);
@@ -55,12 +55,14 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status ok_status() { return Status(); }
+inline Status ok_status() {
+  return Status();
+}
 
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT
     DSV4_CHECK(!std::get<Status>(v_).ok());
   }
@@ -93,17 +95,33 @@ class [[nodiscard]] Result {
 };
 
 // Error constructors: return dsv4::parse_error("...");
-inline Status invalid_argument(std::string m) { return {ErrorCode::invalid_argument, std::move(m)}; }
-inline Status not_found(std::string m) { return {ErrorCode::not_found, std::move(m)}; }
-inline Status parse_error(std::string m) { return {ErrorCode::parse_error, std::move(m)}; }
-inline Status unsupported(std::string m) { return {ErrorCode::unsupported, std::move(m)}; }
-inline Status io_error(std::string m) { return {ErrorCode::io_error, std::move(m)}; }
-inline Status out_of_memory(std::string m) { return {ErrorCode::out_of_memory, std::move(m)}; }
-inline Status data_loss(std::string m) { return {ErrorCode::data_loss, std::move(m)}; }
+inline Status invalid_argument(std::string m) {
+  return {ErrorCode::invalid_argument, std::move(m)};
+}
+inline Status not_found(std::string m) {
+  return {ErrorCode::not_found, std::move(m)};
+}
+inline Status parse_error(std::string m) {
+  return {ErrorCode::parse_error, std::move(m)};
+}
+inline Status unsupported(std::string m) {
+  return {ErrorCode::unsupported, std::move(m)};
+}
+inline Status io_error(std::string m) {
+  return {ErrorCode::io_error, std::move(m)};
+}
+inline Status out_of_memory(std::string m) {
+  return {ErrorCode::out_of_memory, std::move(m)};
+}
+inline Status data_loss(std::string m) {
+  return {ErrorCode::data_loss, std::move(m)};
+}
 inline Status failed_precondition(std::string m) {
   return {ErrorCode::failed_precondition, std::move(m)};
 }
-inline Status internal_error(std::string m) { return {ErrorCode::internal, std::move(m)}; }
+inline Status internal_error(std::string m) {
+  return {ErrorCode::internal, std::move(m)};
+}
 
 }  // namespace dsv4
 
@@ -112,9 +130,9 @@ inline Status internal_error(std::string m) { return {ErrorCode::internal, std::
 #define DSV4_CONCAT(a, b) DSV4_CONCAT_INNER(a, b)
 
 // DSV4_RETURN_IF_ERROR(expr): expr is a Status; returns it from the enclosing function if not ok.
-#define DSV4_RETURN_IF_ERROR(expr)            \
-  do {                                        \
-    ::dsv4::Status dsv4_status_ = (expr);     \
+#define DSV4_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::dsv4::Status dsv4_status_ = (expr);        \
     if (!dsv4_status_.ok()) return dsv4_status_; \
   } while (0)
 

@@ -10,7 +10,8 @@
 namespace dsv4 {
 
 ThreadPool::ThreadPool(int n_threads, bool pin) {
-  if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (n_threads <= 0)
+    n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   workers_.reserve(static_cast<size_t>(n_threads - 1));
   for (int i = 1; i < n_threads; ++i) {
     workers_.emplace_back([this, i] { worker_loop(i); });

@@ -16,7 +16,8 @@ Result<uint64_t> parse_count(std::string_view text, bool allow_zero) {
     mult = last == 'K' ? (1ull << 10) : last == 'M' ? (1ull << 20) : (1ull << 30);
     text.remove_suffix(1);
   }
-  if (text.empty()) return invalid_argument("'" + shown + "' is not a size (expected e.g. 4096, 128K, 1M)");
+  if (text.empty())
+    return invalid_argument("'" + shown + "' is not a size (expected e.g. 4096, 128K, 1M)");
   uint64_t v = 0;
   for (char ch : text) {
     if (ch < '0' || ch > '9')
@@ -37,7 +38,8 @@ Result<std::vector<uint64_t>> parse_count_list(std::string_view text) {
   size_t pos = 0;
   for (;;) {
     size_t comma = text.find(',', pos);
-    std::string_view item = text.substr(pos, comma == std::string_view::npos ? text.npos : comma - pos);
+    std::string_view item =
+        text.substr(pos, comma == std::string_view::npos ? text.npos : comma - pos);
     DSV4_ASSIGN_OR_RETURN(uint64_t v, parse_count(item));
     out.push_back(v);
     if (comma == std::string_view::npos) break;

@@ -21,11 +21,16 @@ namespace fs = std::filesystem;
 
 std::string_view finish_reason_name(FinishReason reason) {
   switch (reason) {
-    case FinishReason::eos: return "eos";
-    case FinishReason::stop_string: return "stop string";
-    case FinishReason::max_tokens: return "max tokens";
-    case FinishReason::context_full: return "context full";
-    case FinishReason::cancelled: return "cancelled";
+    case FinishReason::eos:
+      return "eos";
+    case FinishReason::stop_string:
+      return "stop string";
+    case FinishReason::max_tokens:
+      return "max tokens";
+    case FinishReason::context_full:
+      return "context full";
+    case FinishReason::cancelled:
+      return "cancelled";
   }
   return "?";
 }
@@ -156,10 +161,18 @@ Result<std::unique_ptr<Engine>> Engine::load(const std::string& model_dir,
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
-const tokenizer::Tokenizer& Engine::tokenizer() const { return *impl_->tok; }
-const ModelSummary& Engine::summary() const { return impl_->summary; }
-const EngineOptions& Engine::options() const { return impl_->options; }
-const std::vector<int32_t>& Engine::eos_ids() const { return impl_->eos; }
+const tokenizer::Tokenizer& Engine::tokenizer() const {
+  return *impl_->tok;
+}
+const ModelSummary& Engine::summary() const {
+  return impl_->summary;
+}
+const EngineOptions& Engine::options() const {
+  return impl_->options;
+}
+const std::vector<int32_t>& Engine::eos_ids() const {
+  return impl_->eos;
+}
 
 // ------------------------------------------------------------------------------------ Session
 
@@ -184,8 +197,9 @@ struct Session::Impl {
     const int32_t v = e->tok->vocab_size();
     for (size_t i = 0; i < ids.size(); ++i) {
       if (ids[i] < 0 || ids[i] >= v) {
-        return invalid_argument(fmt::format(
-            "token id {} (position {}) is outside the tokenizer's vocabulary [0, {})", ids[i], i, v));
+        return invalid_argument(
+            fmt::format("token id {} (position {}) is outside the tokenizer's vocabulary [0, {})",
+                        ids[i], i, v));
       }
     }
     return ok_status();
@@ -255,7 +269,8 @@ Result<PromptReuse> Session::set_prompt(std::span<const int32_t> tokens,
   DSV4_RETURN_IF_ERROR(s.check_context(tokens.size()));
   PromptReuse r;
   r.prompt_tokens = static_cast<int64_t>(tokens.size());
-  const auto diverge = std::mismatch(s.tokens.begin(), s.tokens.end(), tokens.begin(), tokens.end());
+  const auto diverge =
+      std::mismatch(s.tokens.begin(), s.tokens.end(), tokens.begin(), tokens.end());
   const auto lcp = static_cast<int64_t>(diverge.first - s.tokens.begin());
   if (lcp < static_cast<int64_t>(s.tokens.size())) {
     if (lcp >= s.n_eval) {
@@ -279,7 +294,8 @@ Result<PromptReuse> Session::set_prompt(std::span<const int32_t> tokens,
   return r;
 }
 
-Result<std::vector<int32_t>> Session::chat_prompt(const tokenizer::ChatRequest& conversation) const {
+Result<std::vector<int32_t>> Session::chat_prompt(
+    const tokenizer::ChatRequest& conversation) const {
   const Impl& s = *impl_;
   const tokenizer::Tokenizer& tok = *s.e->tok;
   DSV4_ASSIGN_OR_RETURN(tokenizer::RenderedPrompt prompt, tokenizer::render_chat(conversation));
@@ -306,7 +322,7 @@ Result<std::vector<int32_t>> Session::chat_prompt(const tokenizer::ChatRequest& 
     if (!follow) return encode(seg);
     follow = false;
     tokenizer::StreamDecoder dec(tok);
-    size_t j = tpos, shown = 0;          // ids pushed, bytes of `seg` they showed
+    size_t j = tpos, shown = 0;              // ids pushed, bytes of `seg` they showed
     size_t clean_j = tpos, clean_shown = 0;  // the last point with no bytes held back
     bool mismatch = false;
     while (j < n) {
@@ -346,8 +362,8 @@ Result<std::vector<int32_t>> Session::chat_prompt(const tokenizer::ChatRequest& 
     const std::string_view spelling = text.substr(begin, end - begin);
     const std::optional<int32_t> id = tok.token_to_id(spelling);
     if (!id) {
-      return not_found(fmt::format("the tokenizer has no token '{}' (DeepSeek-V4 chat format)",
-                                   spelling));
+      return not_found(
+          fmt::format("the tokenizer has no token '{}' (DeepSeek-V4 chat format)", spelling));
     }
     ids.push_back(*id);
     if (follow && tpos < n && s.tokens[tpos] == *id) {
@@ -399,8 +415,10 @@ Result<GenerateResult> Session::generate(const SamplingParams& params, const Sto
       emit(checker.flush());
       break;
     }
-    std::copy(s.logits.begin(), s.logits.begin() + static_cast<std::ptrdiff_t>(vocab), s.row.begin());
-    for (int32_t h : s.e->holes) s.row[static_cast<size_t>(h)] = -std::numeric_limits<float>::infinity();
+    std::copy(s.logits.begin(), s.logits.begin() + static_cast<std::ptrdiff_t>(vocab),
+              s.row.begin());
+    for (int32_t h : s.e->holes)
+      s.row[static_cast<size_t>(h)] = -std::numeric_limits<float>::infinity();
     DSV4_ASSIGN_OR_RETURN(const int32_t id, sampler.sample(s.row, s.tokens));
     s.tokens.push_back(id);
     r.tokens.push_back(id);
@@ -428,9 +446,17 @@ Result<GenerateResult> Session::generate(const SamplingParams& params, const Sto
   return r;
 }
 
-void Session::reset() { impl_->reset(); }
-std::span<const int32_t> Session::tokens() const { return impl_->tokens; }
-int64_t Session::evaluated() const { return impl_->n_eval; }
-const Engine& Session::engine() const { return *impl_->engine; }
+void Session::reset() {
+  impl_->reset();
+}
+std::span<const int32_t> Session::tokens() const {
+  return impl_->tokens;
+}
+int64_t Session::evaluated() const {
+  return impl_->n_eval;
+}
+const Engine& Session::engine() const {
+  return *impl_->engine;
+}
 
 }  // namespace dsv4::engine

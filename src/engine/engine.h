@@ -3,8 +3,9 @@
 //
 // Purpose:
 //   Engine  — an immutable loaded model directory: the DeepSeek-V4 checkpoint (config.json +
-//             safetensors, mapped in place), its tokenizer (tokenizer.json [+ tokenizer_config.json]
-//             from the same directory) and the worker threads of the forward pass.
+//             safetensors, mapped in place), its tokenizer (tokenizer.json [+
+//             tokenizer_config.json] from the same directory) and the worker threads of the forward
+//             pass.
 //   Session — one timeline: the token ids fed to the model so far and the model state (KV cache)
 //             they produced. prefill() appends prompt tokens, generate() samples and streams text,
 //             prefill_chat() turns a whole conversation into the next turn's prompt while keeping
@@ -21,7 +22,8 @@
 //     generated text cannot fail.
 //   - generate() is deterministic for given SamplingParams (seed included), prompt and thread
 //     count: the sampler's random stream is fixed by the standard (engine/sampling.h).
-//   - Sessions of one Engine share its thread pool: at most one Session may run prefill()/generate()
+//   - Sessions of one Engine share its thread pool: at most one Session may run
+//   prefill()/generate()
 //     at a time (a server serialises them; batching several sequences is a later step).
 //   - The Engine must outlive its Sessions.
 //
@@ -36,8 +38,8 @@
 // Session::set_prompt becomes a rewind to the common prefix.
 //
 // Non-goals: batching several sessions in one forward pass, speculative decoding (MTP), tool
-// execution, KV snapshots on disk (later steps). Rejected alternative: exposing model::SequenceState
-// here — the server must not depend on how the cache stores its rows.
+// execution, KV snapshots on disk (later steps). Rejected alternative: exposing
+// model::SequenceState here — the server must not depend on how the cache stores its rows.
 #pragma once
 
 #include <cstdint>
@@ -77,9 +79,9 @@ struct ModelSummary {
   std::string dir;
   int64_t layers = 0, hidden_size = 0, vocab_size = 0;  // the model's (embedding rows)
   int64_t routed_experts = 0, experts_per_token = 0;
-  int64_t max_context = 0;                              // max_position_embeddings
-  int32_t tokenizer_vocab = 0;                          // ids the tokenizer names (<= vocab_size)
-  uint64_t weight_bytes = 0;                            // tensor bytes of the checkpoint
+  int64_t max_context = 0;      // max_position_embeddings
+  int32_t tokenizer_vocab = 0;  // ids the tokenizer names (<= vocab_size)
+  uint64_t weight_bytes = 0;    // tensor bytes of the checkpoint
   int threads = 0;
 };
 
@@ -143,9 +145,9 @@ struct GenerateResult {
   std::vector<int32_t> tokens;  // sampled ids in order (the EOS or last id included)
   std::string text;             // everything passed to the TextFn, concatenated
   FinishReason finish = FinishReason::max_tokens;
-  int64_t prefilled = 0;        // pending timeline tokens evaluated before the first sample
-  double prefill_seconds = 0;   // time spent on those
-  double seconds = 0;           // sampling + decode time (first sample to the end)
+  int64_t prefilled = 0;       // pending timeline tokens evaluated before the first sample
+  double prefill_seconds = 0;  // time spent on those
+  double seconds = 0;          // sampling + decode time (first sample to the end)
   double tokens_per_second() const {
     return seconds > 0 ? static_cast<double>(tokens.size()) / seconds : 0;
   }

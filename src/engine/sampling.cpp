@@ -11,7 +11,9 @@
 namespace dsv4::engine {
 namespace {
 
-bool finite(float v) { return std::isfinite(v); }
+bool finite(float v) {
+  return std::isfinite(v);
+}
 
 // Candidate order for top-k / top-p: larger value first, lower id on ties (a strict total order,
 // so every standard library sorts identically).
@@ -45,7 +47,8 @@ Status validate(const SamplingParams& p) {
     return invalid_argument(fmt::format("presence_penalty {} must be finite", p.presence_penalty));
   }
   if (!finite(p.frequency_penalty)) {
-    return invalid_argument(fmt::format("frequency_penalty {} must be finite", p.frequency_penalty));
+    return invalid_argument(
+        fmt::format("frequency_penalty {} must be finite", p.frequency_penalty));
   }
   return ok_status();
 }
@@ -55,7 +58,8 @@ Status apply_penalties(std::span<float> logits, std::span<const int32_t> history
   const auto vocab = static_cast<int64_t>(logits.size());
   for (int32_t id : history) {
     if (id < 0 || id >= vocab) {
-      return invalid_argument(fmt::format("history token id {} outside the vocabulary [0, {})", id, vocab));
+      return invalid_argument(
+          fmt::format("history token id {} outside the vocabulary [0, {})", id, vocab));
     }
   }
   const bool rep = p.repetition_penalty != 1.0f;
@@ -213,7 +217,8 @@ Result<int32_t> Sampler::sample(std::span<const float> logits, std::span<const i
 // ---------------------------------------------------------------------------------------------
 
 Status validate(const StopConditions& c) {
-  if (c.max_tokens < 0) return invalid_argument(fmt::format("max_tokens {} must be >= 0", c.max_tokens));
+  if (c.max_tokens < 0)
+    return invalid_argument(fmt::format("max_tokens {} must be >= 0", c.max_tokens));
   for (const auto& s : c.stop_strings) {
     if (s.empty()) return invalid_argument("stop strings must not be empty");
   }

@@ -93,9 +93,9 @@ class Sampler {
 
   SamplingParams params_;
   std::mt19937_64 rng_;
-  std::vector<float> row_;          // [vocab] penalized logits
-  std::vector<int32_t> order_;      // scratch: candidate ids
-  std::vector<double> prob_;        // scratch: probability per candidate
+  std::vector<float> row_;      // [vocab] penalized logits
+  std::vector<int32_t> order_;  // scratch: candidate ids
+  std::vector<double> prob_;    // scratch: probability per candidate
 };
 
 enum class StopReason { none, eos, stop_string, max_tokens };
@@ -103,7 +103,7 @@ enum class StopReason { none, eos, stop_string, max_tokens };
 struct StopConditions {
   std::vector<int32_t> eos_ids = {};
   std::vector<std::string> stop_strings = {};  // non-empty strings
-  int64_t max_tokens = 0;                 // >= 0; 0 means no limit
+  int64_t max_tokens = 0;                      // >= 0; 0 means no limit
 };
 
 Status validate(const StopConditions& conditions);
@@ -121,7 +121,7 @@ class StopChecker {
   static Result<StopChecker> create(StopConditions conditions);
 
   struct Step {
-    std::string text;                  // to show now
+    std::string text;  // to show now
     StopReason stop = StopReason::none;
   };
   Step push(int32_t id, std::string_view text);

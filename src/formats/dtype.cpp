@@ -57,11 +57,21 @@ const DTypeInfo& info(DType t) {
 
 }  // namespace
 
-std::string_view dtype_name(DType t) { return info(t).name; }
-std::string_view dtype_safetensors_name(DType t) { return info(t).safetensors; }
-int dtype_bits(DType t) { return info(t).bits; }
-bool dtype_is_packed(DType t) { return info(t).bits < 8; }
-bool dtype_is_float(DType t) { return info(t).is_float; }
+std::string_view dtype_name(DType t) {
+  return info(t).name;
+}
+std::string_view dtype_safetensors_name(DType t) {
+  return info(t).safetensors;
+}
+int dtype_bits(DType t) {
+  return info(t).bits;
+}
+bool dtype_is_packed(DType t) {
+  return info(t).bits < 8;
+}
+bool dtype_is_float(DType t) {
+  return info(t).is_float;
+}
 
 std::optional<DType> dtype_from_safetensors(std::string_view s) {
   for (const auto& e : kInfo) {

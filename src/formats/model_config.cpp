@@ -21,12 +21,12 @@ using json = nlohmann::json;
 // kv/layout derives from an accepted config fit comfortably in 64 bits per token.
 constexpr int64_t kMaxLayers = 4096;
 constexpr int64_t kMaxMtpLayers = 64;
-constexpr int64_t kMaxDim = int64_t{1} << 20;      // hidden/head/lora/expert dims
+constexpr int64_t kMaxDim = int64_t{1} << 20;  // hidden/head/lora/expert dims
 constexpr int64_t kMaxHeads = int64_t{1} << 16;
 constexpr int64_t kMaxExperts = int64_t{1} << 16;
 constexpr int64_t kMaxVocab = int64_t{1} << 26;
-constexpr int64_t kMaxTokens = int64_t{1} << 40;   // window lengths, positions, top-k
-constexpr int64_t kMaxRatio = int64_t{1} << 20;    // compress rates
+constexpr int64_t kMaxTokens = int64_t{1} << 40;  // window lengths, positions, top-k
+constexpr int64_t kMaxRatio = int64_t{1} << 20;   // compress rates
 constexpr int64_t kMaxTokenId = (int64_t{1} << 31) - 1;
 
 // Shows an untrusted string in a message: quoted, control bytes escaped, at most 64 bytes.
@@ -52,15 +52,23 @@ std::string quote(std::string_view s) {
 
 std::string type_of(const json& v) {
   switch (v.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::boolean: return "a boolean";
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return "a boolean";
     case json::value_t::number_integer:
-    case json::value_t::number_unsigned: return "an integer";
-    case json::value_t::number_float: return "a non-integer number";
-    case json::value_t::string: return "a string";
-    case json::value_t::array: return "an array";
-    case json::value_t::object: return "an object";
-    default: return "an unexpected JSON value";
+    case json::value_t::number_unsigned:
+      return "an integer";
+    case json::value_t::number_float:
+      return "a non-integer number";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::object:
+      return "an object";
+    default:
+      return "an unexpected JSON value";
   }
 }
 
@@ -134,8 +142,8 @@ class Fields {
       return fallback;
     }
     if (x < lo || x > hi) {
-      fail(field, std::to_string(x) + " is out of range (expected " + std::to_string(lo) +
-                      " to " + std::to_string(hi) + ")");
+      fail(field, std::to_string(x) + " is out of range (expected " + std::to_string(lo) + " to " +
+                      std::to_string(hi) + ")");
       return fallback;
     }
     return x;
@@ -212,15 +220,15 @@ class Fields {
 // bos_token_id: int or null. eos_token_id: int, list of ints, or null.
 void read_special_tokens(Fields& f, ModelConfig& c, std::optional<int64_t> bos_default,
                          std::optional<int64_t> eos_default) {
-  c.bos_token_id = f.find("bos_token_id") ? f.optional_integer("bos_token_id", 0, kMaxTokenId)
-                                          : bos_default;
+  c.bos_token_id =
+      f.find("bos_token_id") ? f.optional_integer("bos_token_id", 0, kMaxTokenId) : bos_default;
   const json* eos = f.find("eos_token_id");
   if (eos == nullptr) {
     if (eos_default) c.eos_token_id = {*eos_default};
   } else if (eos->is_array()) {
     for (size_t i = 0; i < eos->size(); ++i) {
-      int64_t id = f.check_int("eos_token_id[" + std::to_string(i) + "]", (*eos)[i], 0, 0,
-                               kMaxTokenId);
+      int64_t id =
+          f.check_int("eos_token_id[" + std::to_string(i) + "]", (*eos)[i], 0, 0, kMaxTokenId);
       c.eos_token_id.push_back(id);
     }
   } else if (!eos->is_null()) {
@@ -240,9 +248,9 @@ void read_quantization(Fields& f, ModelConfig& c) {
     qc.expert_dtype = qf.string("expert_dtype", "", true);
     if (const json* wb = qf.array("weight_block_size")) {
       for (size_t i = 0; i < wb->size(); ++i) {
-        qc.weight_block_size.push_back(qf.check_int(
-            "quantization_config.weight_block_size[" + std::to_string(i) + "]", (*wb)[i], 1, 1,
-            kMaxDim));
+        qc.weight_block_size.push_back(
+            qf.check_int("quantization_config.weight_block_size[" + std::to_string(i) + "]",
+                         (*wb)[i], 1, 1, kMaxDim));
       }
     }
     f.fail_code(qf.status());
@@ -296,8 +304,9 @@ bool check_layer_list_length(Fields& f, std::string_view field, size_t len, cons
   const auto mtp = static_cast<size_t>(c.num_nextn_predict_layers);
   if (len >= n && len <= n + mtp) return true;
   std::string expected = std::to_string(n);
-  if (mtp > 0) expected += " (num_hidden_layers) to " + std::to_string(n + mtp) +
-                           " (num_hidden_layers + num_nextn_predict_layers)";
+  if (mtp > 0)
+    expected += " (num_hidden_layers) to " + std::to_string(n + mtp) +
+                " (num_hidden_layers + num_nextn_predict_layers)";
   f.fail(field, "has " + std::to_string(len) + " entries, expected " + expected);
   return false;
 }
@@ -342,8 +351,8 @@ void parse_deepseek_v4(Fields& f, ModelConfig& c) {
       c.scoring_func != "sigmoid")
     f.fail("scoring_func", quote(c.scoring_func) + " is not one of sqrtsoftplus, softmax, sigmoid");
   if (c.num_key_value_heads != 1)
-    f.fail_code(unsupported(f.source() + ": num_key_value_heads: " +
-                            std::to_string(c.num_key_value_heads) +
+    f.fail_code(unsupported(f.source() +
+                            ": num_key_value_heads: " + std::to_string(c.num_key_value_heads) +
                             " is not supported (DeepSeek-V4 attention shares one KV head: 1)"));
   if (c.num_experts_per_tok > c.n_routed_experts)
     f.fail("num_experts_per_tok", std::to_string(c.num_experts_per_tok) +
@@ -361,7 +370,8 @@ void parse_deepseek_v4(Fields& f, ModelConfig& c) {
   if (has_prf) {
     c.partial_rotary_factor = f.number("partial_rotary_factor", 0.125, 0.0, 1.0, true);
     // Python's int(head_dim * factor) truncates, as transformers does.
-    c.qk_rope_head_dim = static_cast<int64_t>(static_cast<double>(c.head_dim) * c.partial_rotary_factor);
+    c.qk_rope_head_dim =
+        static_cast<int64_t>(static_cast<double>(c.head_dim) * c.partial_rotary_factor);
     if (has_rope && rope_dims != c.qk_rope_head_dim)
       f.fail("qk_rope_head_dim", std::to_string(rope_dims) +
                                      " disagrees with partial_rotary_factor * head_dim (" +
@@ -371,14 +381,15 @@ void parse_deepseek_v4(Fields& f, ModelConfig& c) {
     c.partial_rotary_factor = static_cast<double>(rope_dims) / static_cast<double>(c.head_dim);
   } else {
     c.partial_rotary_factor = 64.0 / 512.0;
-    c.qk_rope_head_dim = static_cast<int64_t>(static_cast<double>(c.head_dim) * c.partial_rotary_factor);
+    c.qk_rope_head_dim =
+        static_cast<int64_t>(static_cast<double>(c.head_dim) * c.partial_rotary_factor);
   }
   if (c.qk_rope_head_dim > c.head_dim)
     f.fail("qk_rope_head_dim", std::to_string(c.qk_rope_head_dim) + " is more than head_dim (" +
                                    std::to_string(c.head_dim) + ")");
   if (c.qk_rope_head_dim % 2 != 0)
-    f.fail("qk_rope_head_dim", std::to_string(c.qk_rope_head_dim) +
-                                   " is odd (RoPE rotates pairs of dims)");
+    f.fail("qk_rope_head_dim",
+           std::to_string(c.qk_rope_head_dim) + " is odd (RoPE rotates pairs of dims)");
 
   // RoPE scaling: nested rope_parameters {"main", "compress"}, flat rope_parameters, or
   // rope_scaling. YaRN applies to the compressed layers only (the "compress" rope type).
@@ -474,16 +485,19 @@ void parse_deepseek_v4(Fields& f, ModelConfig& c) {
       schedule.push_back(i % 2 ? AttentionType::compressed_sparse_attention
                                : AttentionType::heavily_compressed_attention);
   }
-  const size_t extra = from_types.size() > from_ratios.size() ? from_types.size() : from_ratios.size();
+  const size_t extra =
+      from_types.size() > from_ratios.size() ? from_types.size() : from_ratios.size();
   c.layer_types.assign(schedule.begin(), schedule.begin() + static_cast<std::ptrdiff_t>(n));
   c.mtp_layer_types.assign(n_mtp, AttentionType::sliding_attention);
-  const std::vector<AttentionType>& longer = from_types.size() >= from_ratios.size() ? from_types : from_ratios;
+  const std::vector<AttentionType>& longer =
+      from_types.size() >= from_ratios.size() ? from_types : from_ratios;
   for (size_t i = n; i < extra; ++i) c.mtp_layer_types[i - n] = longer[i];
   c.compress_ratios.clear();
   for (AttentionType t : c.layer_types) {
-    c.compress_ratios.push_back(t == AttentionType::sliding_attention             ? 0
-                                : t == AttentionType::compressed_sparse_attention ? c.compress_rate_csa
-                                                                                  : c.compress_rate_hca);
+    c.compress_ratios.push_back(t == AttentionType::sliding_attention ? 0
+                                : t == AttentionType::compressed_sparse_attention
+                                    ? c.compress_rate_csa
+                                    : c.compress_rate_hca);
   }
 
   // MoE schedule: mlp_layer_types (transformers) or num_hash_layers (DeepSeek files, default 3).
@@ -508,7 +522,8 @@ void parse_deepseek_v4(Fields& f, ModelConfig& c) {
         }
         if (has_hash && c.mlp_layer_types.back() != derived[i]) {
           f.fail(field, std::string(mlp_type_name(c.mlp_layer_types.back())) +
-                            " disagrees with num_hash_layers (" + std::to_string(hash_layers) + ")");
+                            " disagrees with num_hash_layers (" + std::to_string(hash_layers) +
+                            ")");
           return;
         }
       }
@@ -547,16 +562,16 @@ void parse_mla(Fields& f, ModelConfig& c, bool v32) {
   c.num_hidden_layers = f.integer("num_hidden_layers", 61, 1, kMaxLayers);
   c.num_attention_heads = f.integer("num_attention_heads", 128, 1, kMaxHeads);
   // Absent: 128 (the class default); null: num_attention_heads (its __post_init__).
-  c.num_key_value_heads = f.find("num_key_value_heads")
-                              ? f.optional_integer("num_key_value_heads", 1, kMaxHeads)
-                                    .value_or(c.num_attention_heads)
-                              : 128;
+  c.num_key_value_heads =
+      f.find("num_key_value_heads")
+          ? f.optional_integer("num_key_value_heads", 1, kMaxHeads).value_or(c.num_attention_heads)
+          : 128;
   c.n_shared_experts = f.integer("n_shared_experts", 1, 0, kMaxExperts);
   c.n_routed_experts = f.integer("n_routed_experts", 256, 1, kMaxExperts);
   c.routed_scaling_factor = f.number("routed_scaling_factor", 2.5, 0.0, 1e6);
   c.kv_lora_rank = f.integer("kv_lora_rank", 512, 1, kMaxDim);
-  c.q_lora_rank = f.find("q_lora_rank") ? f.optional_integer("q_lora_rank", 1, kMaxDim).value_or(0)
-                                        : 1536;
+  c.q_lora_rank =
+      f.find("q_lora_rank") ? f.optional_integer("q_lora_rank", 1, kMaxDim).value_or(0) : 1536;
   c.qk_rope_head_dim = f.integer("qk_rope_head_dim", 64, 0, kMaxDim);
   c.v_head_dim = f.integer("v_head_dim", 128, 1, kMaxDim);
   c.qk_nope_head_dim = f.integer("qk_nope_head_dim", 128, 0, kMaxDim);
@@ -585,8 +600,8 @@ void parse_mla(Fields& f, ModelConfig& c, bool v32) {
   }
   if (!f.status().ok()) return;
   if (c.qk_rope_head_dim % 2 != 0)
-    f.fail("qk_rope_head_dim", std::to_string(c.qk_rope_head_dim) +
-                                   " is odd (RoPE rotates pairs of dims)");
+    f.fail("qk_rope_head_dim",
+           std::to_string(c.qk_rope_head_dim) + " is odd (RoPE rotates pairs of dims)");
   if (c.num_experts_per_tok > c.n_routed_experts)
     f.fail("num_experts_per_tok", std::to_string(c.num_experts_per_tok) +
                                       " is more than n_routed_experts (" +
@@ -607,18 +622,20 @@ void parse_gqa(Fields& f, ModelConfig& c) {
   c.num_hidden_layers = f.integer("num_hidden_layers", 32, 1, kMaxLayers);
   c.num_attention_heads = f.integer("num_attention_heads", 32, 1, kMaxHeads);
   const int64_t kv_default = t == "mistral" ? 8 : qwen ? 32 : c.num_attention_heads;
-  c.num_key_value_heads = f.find("num_key_value_heads")
-                              ? f.optional_integer("num_key_value_heads", 1, kMaxHeads)
-                                    .value_or(c.num_attention_heads)
-                              : kv_default;
+  c.num_key_value_heads =
+      f.find("num_key_value_heads")
+          ? f.optional_integer("num_key_value_heads", 1, kMaxHeads).value_or(c.num_attention_heads)
+          : kv_default;
   const int64_t hd_default = t == "qwen3" ? 128 : c.hidden_size / c.num_attention_heads;
   c.head_dim = f.find("head_dim") ? f.optional_integer("head_dim", 1, kMaxDim).value_or(hd_default)
                                   : hd_default;
   if (t == "qwen3" && f.find("head_dim") && !f.has("head_dim"))
     f.fail("head_dim", "expected an integer, got null");
-  c.max_position_embeddings = f.integer(
-      "max_position_embeddings", t == "llama" ? 2048 : t == "mistral" ? 131072 : 32768, 1,
-      kMaxTokens);
+  c.max_position_embeddings = f.integer("max_position_embeddings",
+                                        t == "llama"     ? 2048
+                                        : t == "mistral" ? 131072
+                                                         : 32768,
+                                        1, kMaxTokens);
   c.rms_norm_eps = f.number("rms_norm_eps", 1e-6, 0.0, 1.0, true);
   c.rope_theta = f.number("rope_theta", 10000.0, 0.0, 1e12, true);
   c.tie_word_embeddings = f.boolean("tie_word_embeddings", false);
@@ -636,8 +653,7 @@ void parse_gqa(Fields& f, ModelConfig& c) {
     read_rope_scaling(f, *rs, "rope_scaling.", c.rope_scaling);
   }
   if (!f.status().ok()) return;
-  if (c.head_dim == 0)
-    f.fail("head_dim", "hidden_size / num_attention_heads is 0 (expected >= 1)");
+  if (c.head_dim == 0) f.fail("head_dim", "hidden_size / num_attention_heads is 0 (expected >= 1)");
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     f.fail("num_key_value_heads", std::to_string(c.num_key_value_heads) +
                                       " does not divide num_attention_heads (" +
@@ -649,14 +665,16 @@ void parse_gqa(Fields& f, ModelConfig& c) {
   const auto n = static_cast<size_t>(c.num_hidden_layers);
   c.layer_sliding_window.assign(n, 0);
   if (t == "mistral") {
-    int64_t w = f.find("sliding_window") ? f.optional_integer("sliding_window", 1, kMaxTokens).value_or(0)
-                                         : 4096;
+    int64_t w = f.find("sliding_window")
+                    ? f.optional_integer("sliding_window", 1, kMaxTokens).value_or(0)
+                    : 4096;
     c.sliding_window = w;
     c.layer_sliding_window.assign(n, w);
   } else if (qwen) {
     const bool use = f.boolean("use_sliding_window", false);
-    int64_t w = f.find("sliding_window") ? f.optional_integer("sliding_window", 1, kMaxTokens).value_or(0)
-                                         : 4096;
+    int64_t w = f.find("sliding_window")
+                    ? f.optional_integer("sliding_window", 1, kMaxTokens).value_or(0)
+                    : 4096;
     if (!use) w = 0;
     c.sliding_window = w;
     const int64_t max_window_layers = f.integer("max_window_layers", 28, 0, kMaxLayers);
@@ -689,7 +707,8 @@ Result<ModelConfig> parse_json_object(const json& root, std::string_view source_
   ModelConfig c;
   c.source = std::string(source_name);
   if (!root.is_object())
-    return parse_error(c.source + ": expected a JSON object at the top level, got " + type_of(root));
+    return parse_error(c.source + ": expected a JSON object at the top level, got " +
+                       type_of(root));
   Fields f(root, c.source);
   const json* mt = f.find("model_type");
   if (mt == nullptr || mt->is_null())
@@ -725,19 +744,26 @@ Result<ModelConfig> parse_json_object(const json& root, std::string_view source_
 
 std::string_view family_name(ModelFamily family) {
   switch (family) {
-    case ModelFamily::deepseek_v4: return "deepseek_v4";
-    case ModelFamily::deepseek_v32: return "deepseek_v32";
-    case ModelFamily::deepseek_v3: return "deepseek_v3";
-    case ModelFamily::gqa: return "gqa";
+    case ModelFamily::deepseek_v4:
+      return "deepseek_v4";
+    case ModelFamily::deepseek_v32:
+      return "deepseek_v32";
+    case ModelFamily::deepseek_v3:
+      return "deepseek_v3";
+    case ModelFamily::gqa:
+      return "gqa";
   }
   return "unknown";
 }
 
 std::string_view attention_type_name(AttentionType type) {
   switch (type) {
-    case AttentionType::sliding_attention: return "sliding_attention";
-    case AttentionType::compressed_sparse_attention: return "compressed_sparse_attention";
-    case AttentionType::heavily_compressed_attention: return "heavily_compressed_attention";
+    case AttentionType::sliding_attention:
+      return "sliding_attention";
+    case AttentionType::compressed_sparse_attention:
+      return "compressed_sparse_attention";
+    case AttentionType::heavily_compressed_attention:
+      return "heavily_compressed_attention";
   }
   return "unknown";
 }
@@ -787,7 +813,8 @@ Result<ModelConfig> parse_model_config(std::string_view json_text, std::string_v
 Result<ModelConfig> load_model_config(const std::string& path) {
   std::error_code ec;
   std::string file = path;
-  if (std::filesystem::is_directory(path, ec)) file = (std::filesystem::path(path) / "config.json").string();
+  if (std::filesystem::is_directory(path, ec))
+    file = (std::filesystem::path(path) / "config.json").string();
   if (!std::filesystem::exists(file, ec)) {
     if (file != path) return not_found(path + ": directory has no config.json");
     return not_found(path + ": no such file");

@@ -73,13 +73,13 @@ std::string_view mlp_type_name(MlpType type);
 
 // `rope_scaling` (DeepSeek files) / the YaRN part of `rope_parameters` (transformers).
 struct RopeScaling {
-  std::string type;                    // "yarn", "linear", ...; empty when absent
+  std::string type;  // "yarn", "linear", ...; empty when absent
   double factor = 1.0;
   int64_t original_max_position_embeddings = 0;
   double beta_fast = 32.0;
   double beta_slow = 1.0;
-  double mscale = 1.0;                 // deepseek_v3/v32 only
-  double mscale_all_dim = 0.0;         // deepseek_v3/v32 only
+  double mscale = 1.0;          // deepseek_v3/v32 only
+  double mscale_all_dim = 0.0;  // deepseek_v3/v32 only
   std::optional<double> attention_factor;
   bool present() const { return !type.empty(); }
 };
@@ -87,12 +87,12 @@ struct RopeScaling {
 // `quantization_config` of the checkpoint (+ V4's top-level `expert_dtype`).
 struct QuantizationConfig {
   bool present = false;
-  std::string quant_method;        // "fp8"
-  std::string fmt;                 // "e4m3"
-  std::string scale_fmt;           // "ue8m0"
-  std::string activation_scheme;   // "dynamic"
+  std::string quant_method;                // "fp8"
+  std::string fmt;                         // "e4m3"
+  std::string scale_fmt;                   // "ue8m0"
+  std::string activation_scheme;           // "dynamic"
   std::vector<int64_t> weight_block_size;  // [128, 128]
-  std::string expert_dtype;        // "fp4" for V4 routed experts; empty when absent
+  std::string expert_dtype;                // "fp4" for V4 routed experts; empty when absent
 };
 
 struct ModelConfig {
@@ -106,8 +106,8 @@ struct ModelConfig {
   int64_t num_hidden_layers = 0;
   int64_t num_attention_heads = 0;
   int64_t num_key_value_heads = 0;
-  int64_t head_dim = 0;              // V4: 512 (448 non-RoPE + 64 RoPE); GQA: per-head dims;
-                                     // MLA: as transformers (qk_rope_head_dim unless given)
+  int64_t head_dim = 0;  // V4: 512 (448 non-RoPE + 64 RoPE); GQA: per-head dims;
+                         // MLA: as transformers (qk_rope_head_dim unless given)
   int64_t max_position_embeddings = 0;
   double rms_norm_eps = 0.0;
   double rope_theta = 0.0;
@@ -123,30 +123,30 @@ struct ModelConfig {
   int64_t n_routed_experts = 0;
   int64_t n_shared_experts = 0;
   int64_t num_experts_per_tok = 0;
-  std::string scoring_func;          // "sqrtsoftplus" (V4), "sigmoid" (V3), "softmax"
+  std::string scoring_func;  // "sqrtsoftplus" (V4), "sigmoid" (V3), "softmax"
   bool norm_topk_prob = false;
   double routed_scaling_factor = 0.0;
 
   // --- Low-rank attention (V4 and MLA).
-  int64_t q_lora_rank = 0;           // 0 when the file says null (V2-Lite style)
-  int64_t qk_rope_head_dim = 0;      // RoPE dims at the end of each head
+  int64_t q_lora_rank = 0;       // 0 when the file says null (V2-Lite style)
+  int64_t qk_rope_head_dim = 0;  // RoPE dims at the end of each head
 
   // --- deepseek_v4.
   int64_t o_groups = 0;
   int64_t o_lora_rank = 0;
   int64_t num_hash_layers = 0;
-  int64_t sliding_window = 0;        // raw tokens every V4 layer keeps (128)
-  int64_t index_n_heads = 0;         // lightning-indexer query heads (also V3.2)
-  int64_t index_head_dim = 0;        // lightning-indexer key dims (also V3.2)
-  int64_t index_topk = 0;            // compressed entries (V3.2: tokens) kept per query
+  int64_t sliding_window = 0;  // raw tokens every V4 layer keeps (128)
+  int64_t index_n_heads = 0;   // lightning-indexer query heads (also V3.2)
+  int64_t index_head_dim = 0;  // lightning-indexer key dims (also V3.2)
+  int64_t index_topk = 0;      // compressed entries (V3.2: tokens) kept per query
   int64_t hc_mult = 0;
   int64_t hc_sinkhorn_iters = 0;
   double hc_eps = 0.0;
   double swiglu_limit = 0.0;
   double compress_rope_theta = 0.0;
   double partial_rotary_factor = 0.0;  // qk_rope_head_dim / head_dim
-  int64_t compress_rate_csa = 0;       // transformers' compress_rates["compressed_sparse_attention"]
-  int64_t compress_rate_hca = 0;       // transformers' compress_rates["heavily_compressed_attention"]
+  int64_t compress_rate_csa = 0;  // transformers' compress_rates["compressed_sparse_attention"]
+  int64_t compress_rate_hca = 0;  // transformers' compress_rates["heavily_compressed_attention"]
   // [num_hidden_layers]: attention type of each main layer.
   std::vector<AttentionType> layer_types;
   // [num_hidden_layers]: tokens per compressed entry of each main layer (0 for
@@ -160,7 +160,7 @@ struct ModelConfig {
   std::vector<MlpType> mlp_layer_types;
 
   // --- MLA (deepseek_v3, deepseek_v32).
-  int64_t kv_lora_rank = 0;          // latent dims cached per token (512)
+  int64_t kv_lora_rank = 0;  // latent dims cached per token (512)
   int64_t qk_nope_head_dim = 0;
   int64_t v_head_dim = 0;
   int64_t first_k_dense_replace = 0;

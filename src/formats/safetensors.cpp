@@ -55,9 +55,7 @@ class StrictDomBuilder {
   bool boolean(bool v) { return add(json(v)); }
   bool number_integer(json::number_integer_t v) { return add(json(v)); }
   bool number_unsigned(json::number_unsigned_t v) { return add(json(v)); }
-  bool number_float(json::number_float_t v, const json::string_t& /*text*/) {
-    return add(json(v));
-  }
+  bool number_float(json::number_float_t v, const json::string_t& /*text*/) { return add(json(v)); }
   bool string(json::string_t& v) { return add(json(std::move(v))); }
   bool binary(json::binary_t& v) { return add(json::binary(std::move(v))); }
 
@@ -211,7 +209,9 @@ std::optional<int64_t> as_nonneg_int64(const json& v) {
   return std::nullopt;
 }
 
-const char* json_type(const json& v) { return v.type_name(); }
+const char* json_type(const json& v) {
+  return v.type_name();
+}
 
 struct Entry {
   TensorView view;
@@ -242,8 +242,8 @@ Status parse_entry(const std::string& where, const json& v, uint64_t data_size, 
     return parse_error(where + ": \"shape\" is a JSON " + json_type(*sh) + ", expected an array");
   }
   if (sh->size() > kMaxRank) {
-    return parse_error(where + ": shape has rank " + std::to_string(sh->size()) +
-                       ", at most " + std::to_string(kMaxRank) + " supported");
+    return parse_error(where + ": shape has rank " + std::to_string(sh->size()) + ", at most " +
+                       std::to_string(kMaxRank) + " supported");
   }
   e->view.shape.reserve(sh->size());
   for (size_t i = 0; i < sh->size(); ++i) {
@@ -327,7 +327,7 @@ bool is_valid_utf8(std::string_view s) {
       cp = (cp << 6) | (cc & 0x3F);
     }
     if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false;  // overlong
-    if (cp >= 0xD800 && cp <= 0xDFFF) return false;                           // surrogate
+    if (cp >= 0xD800 && cp <= 0xDFFF) return false;                            // surrogate
     if (cp > 0x10FFFF) return false;
     i += len;
   }
@@ -353,8 +353,8 @@ Result<TensorView> reinterpret(const TensorView& t, DType dtype, std::vector<int
   }
   if (static_cast<uint64_t>(*nbytes) != t.bytes.size()) {
     return invalid_argument("tensor " + quote_name(t.name) + " (" +
-                            std::string(dtype_name(t.dtype)) + " " + shape_string(t.shape) +
-                            ", " + std::to_string(t.bytes.size()) + " bytes) cannot be viewed as " +
+                            std::string(dtype_name(t.dtype)) + " " + shape_string(t.shape) + ", " +
+                            std::to_string(t.bytes.size()) + " bytes) cannot be viewed as " +
                             std::string(dtype_name(dtype)) + " " + shape_string(shape) + " (" +
                             std::to_string(*nbytes) + " bytes)");
   }
@@ -384,8 +384,7 @@ Result<SafetensorsFile> SafetensorsFile::parse(std::span<const uint8_t> file,
     return parse_error(src + ": header length " + std::to_string(n) + " past end of file (size " +
                        std::to_string(file.size()) + ")");
   }
-  std::string_view header(reinterpret_cast<const char*>(file.data()) + 8,
-                          static_cast<size_t>(n));
+  std::string_view header(reinterpret_cast<const char*>(file.data()) + 8, static_cast<size_t>(n));
   if (!is_valid_utf8(header)) return parse_error(src + ": header is not valid UTF-8");
 
   StrictParse parsed = parse_json_strict(header);
@@ -457,17 +456,16 @@ Result<SafetensorsFile> SafetensorsFile::parse(std::span<const uint8_t> file,
   if (pos != data_size) {
     std::string last = entries.empty() ? std::string("the header")
                                        : "tensor " + quote_name(entries.back().view.name);
-    return parse_error(f.path_ + ": " + std::to_string(data_size - pos) +
-                       " trailing bytes after " + last + " (data area is " +
-                       std::to_string(data_size) + " bytes, tensors cover " +
-                       std::to_string(pos) + ")");
+    return parse_error(f.path_ + ": " + std::to_string(data_size - pos) + " trailing bytes after " +
+                       last + " (data area is " + std::to_string(data_size) +
+                       " bytes, tensors cover " + std::to_string(pos) + ")");
   }
 
   f.tensors_.reserve(entries.size());
   for (Entry& e : entries) {
     e.view.file_offset = f.data_offset_ + e.begin;
-    e.view.bytes = file.subspan(static_cast<size_t>(e.view.file_offset),
-                                static_cast<size_t>(e.end - e.begin));
+    e.view.bytes =
+        file.subspan(static_cast<size_t>(e.view.file_offset), static_cast<size_t>(e.end - e.begin));
     f.tensors_.push_back(std::move(e.view));
   }
   // Keys view the names inside tensors_, which no longer reallocates.
@@ -588,8 +586,8 @@ Result<SafetensorsModel> SafetensorsModel::open_index(const std::string& index_p
     }
     auto f = SafetensorsFile::open((dir / name).string());
     if (!f.ok()) {
-      return f.status().with_context(index_path + ": shard " + quote_name(name) + " (holding tensor " +
-                                     quote_name(some_tensor) + ")");
+      return f.status().with_context(index_path + ": shard " + quote_name(name) +
+                                     " (holding tensor " + quote_name(some_tensor) + ")");
     }
     const auto shard = static_cast<uint32_t>(m.shards_.size());
     for (TensorView& t : f->tensors_) t.shard = shard;
@@ -611,8 +609,8 @@ Result<SafetensorsModel> SafetensorsModel::open_index(const std::string& index_p
     for (const TensorView& t : m.shards_[i]->tensors()) {
       auto [it, inserted] = seen.emplace(t.name, i);
       if (!inserted) {
-        return parse_error(index_path + ": duplicate tensor " + quote_name(t.name) +
-                           " in shards " + quote_name(m.shards_[it->second]->path()) + " and " +
+        return parse_error(index_path + ": duplicate tensor " + quote_name(t.name) + " in shards " +
+                           quote_name(m.shards_[it->second]->path()) + " and " +
                            quote_name(m.shards_[i]->path()));
       }
     }
@@ -646,8 +644,8 @@ Result<SafetensorsModel> SafetensorsModel::open(const std::string& path) {
     const std::string index = (dir / std::string(kIndexFileName)).string();
     if (fs::exists(single, ec)) return open_single(single);
     if (fs::exists(index, ec)) return open_index(index);
-    return not_found(path + ": directory holds neither " + std::string(kSingleFileName) +
-                     " nor " + std::string(kIndexFileName));
+    return not_found(path + ": directory holds neither " + std::string(kSingleFileName) + " nor " +
+                     std::string(kIndexFileName));
   }
   const std::string name = fs::path(path).filename().string();
   if (name.size() >= 11 && name.compare(name.size() - 11, 11, ".index.json") == 0) {

@@ -45,8 +45,8 @@ Status SafetensorsWriter::add(std::string name, DType dtype, std::vector<int64_t
                             shape_string(shape) + " needs " + std::to_string(*nbytes) +
                             " bytes, got " + std::to_string(bytes.size()));
   }
-  tensors_.emplace(std::move(name),
-                   Tensor{dtype, std::move(shape), std::vector<uint8_t>(bytes.begin(), bytes.end())});
+  tensors_.emplace(std::move(name), Tensor{dtype, std::move(shape),
+                                           std::vector<uint8_t>(bytes.begin(), bytes.end())});
   return ok_status();
 }
 

@@ -15,10 +15,14 @@ Isa initial_isa() {
   const char* e = std::getenv("DSV4_KERNELS");
   if (!e || !*e) return best;
   Isa want = best;
-  if (std::strcmp(e, "ref") == 0) want = Isa::ref;
-  else if (std::strcmp(e, "avx2") == 0) want = Isa::avx2;
-  else if (std::strcmp(e, "avx512") == 0) want = Isa::avx512;
-  else log::warn("DSV4_KERNELS={} not understood (ref|avx2|avx512); using {}", e, isa_name(best));
+  if (std::strcmp(e, "ref") == 0)
+    want = Isa::ref;
+  else if (std::strcmp(e, "avx2") == 0)
+    want = Isa::avx2;
+  else if (std::strcmp(e, "avx512") == 0)
+    want = Isa::avx512;
+  else
+    log::warn("DSV4_KERNELS={} not understood (ref|avx2|avx512); using {}", e, isa_name(best));
   if (static_cast<int>(want) > static_cast<int>(best)) {
     log::warn("DSV4_KERNELS={} not supported by this CPU; using {}", e, isa_name(best));
     want = best;
@@ -35,9 +39,12 @@ std::atomic<int>& active() {
 
 std::string_view isa_name(Isa isa) {
   switch (isa) {
-    case Isa::ref: return "ref";
-    case Isa::avx2: return "avx2";
-    case Isa::avx512: return "avx512";
+    case Isa::ref:
+      return "ref";
+    case Isa::avx2:
+      return "avx2";
+    case Isa::avx512:
+      return "avx512";
   }
   return "?";
 }
@@ -53,11 +60,14 @@ Isa best_supported_isa() {
 #endif
 }
 
-Isa active_isa() { return static_cast<Isa>(active().load(std::memory_order_relaxed)); }
+Isa active_isa() {
+  return static_cast<Isa>(active().load(std::memory_order_relaxed));
+}
 
 std::vector<Isa> supported_isas() {
   std::vector<Isa> v;
-  for (int i = 0; i <= static_cast<int>(best_supported_isa()); ++i) v.push_back(static_cast<Isa>(i));
+  for (int i = 0; i <= static_cast<int>(best_supported_isa()); ++i)
+    v.push_back(static_cast<Isa>(i));
   return v;
 }
 

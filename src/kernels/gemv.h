@@ -52,8 +52,8 @@ struct WeightsBf16 {
 };
 
 struct WeightsF8e4m3 {
-  const uint8_t* data = nullptr;    // [rows, cols] f8_e4m3fn
-  const void* scales = nullptr;     // [ceil(rows/128), ceil(cols/128)] f32 or ue8m0 (scale_format)
+  const uint8_t* data = nullptr;  // [rows, cols] f8_e4m3fn
+  const void* scales = nullptr;   // [ceil(rows/128), ceil(cols/128)] f32 or ue8m0 (scale_format)
   ScaleFormat scale_format = ScaleFormat::ue8m0;
   size_t rows = 0, cols = 0;
 };
@@ -65,36 +65,57 @@ struct WeightsF4e2m1 {
 };
 
 // Bytes of one packed f4 row / one scale row (row strides).
-inline constexpr size_t f4_row_bytes(size_t cols) { return (cols + 1) / 2; }
-inline constexpr size_t f4_scales_per_row(size_t cols) { return (cols + kF4WeightBlock - 1) / kF4WeightBlock; }
-inline constexpr size_t f8_scale_cols(size_t cols) { return (cols + kF8WeightBlock - 1) / kF8WeightBlock; }
-inline constexpr size_t f8_scale_rows(size_t rows) { return (rows + kF8WeightBlock - 1) / kF8WeightBlock; }
+inline constexpr size_t f4_row_bytes(size_t cols) {
+  return (cols + 1) / 2;
+}
+inline constexpr size_t f4_scales_per_row(size_t cols) {
+  return (cols + kF4WeightBlock - 1) / kF4WeightBlock;
+}
+inline constexpr size_t f8_scale_cols(size_t cols) {
+  return (cols + kF8WeightBlock - 1) / kF8WeightBlock;
+}
+inline constexpr size_t f8_scale_rows(size_t rows) {
+  return (rows + kF8WeightBlock - 1) / kF8WeightBlock;
+}
 
 // Block scale s[row/128, col_block] of an f8 weight as f32.
 inline float f8_weight_scale(const WeightsF8e4m3& w, size_t row, size_t col_block) {
   const size_t i = (row / kF8WeightBlock) * f8_scale_cols(w.cols) + col_block;
-  return w.scale_format == ScaleFormat::f32 ? static_cast<const float*>(w.scales)[i]
-                                            : decode_ue8m0(static_cast<const uint8_t*>(w.scales)[i]);
+  return w.scale_format == ScaleFormat::f32
+             ? static_cast<const float*>(w.scales)[i]
+             : decode_ue8m0(static_cast<const uint8_t*>(w.scales)[i]);
 }
 
 // ---------------------------------------------------------------------------------------------
 // GEMV: y[r] = Σ_k W[r,k]·x[k] for r in [row_begin, row_end).
 //   x: [cols] f32; y: [rows] f32 (indexed by absolute row; other entries untouched).
 // ---------------------------------------------------------------------------------------------
-void gemv_bf16_f32(const WeightsBf16& w, const float* x, float* y, size_t row_begin, size_t row_end);
-void gemv_bf16_f32_ref(const WeightsBf16& w, const float* x, float* y, size_t row_begin, size_t row_end);
-void gemv_bf16_f32_avx2(const WeightsBf16& w, const float* x, float* y, size_t row_begin, size_t row_end);
-void gemv_bf16_f32_avx512(const WeightsBf16& w, const float* x, float* y, size_t row_begin, size_t row_end);
+void gemv_bf16_f32(const WeightsBf16& w, const float* x, float* y, size_t row_begin,
+                   size_t row_end);
+void gemv_bf16_f32_ref(const WeightsBf16& w, const float* x, float* y, size_t row_begin,
+                       size_t row_end);
+void gemv_bf16_f32_avx2(const WeightsBf16& w, const float* x, float* y, size_t row_begin,
+                        size_t row_end);
+void gemv_bf16_f32_avx512(const WeightsBf16& w, const float* x, float* y, size_t row_begin,
+                          size_t row_end);
 
-void gemv_f8e4m3_f32(const WeightsF8e4m3& w, const float* x, float* y, size_t row_begin, size_t row_end);
-void gemv_f8e4m3_f32_ref(const WeightsF8e4m3& w, const float* x, float* y, size_t row_begin, size_t row_end);
-void gemv_f8e4m3_f32_avx2(const WeightsF8e4m3& w, const float* x, float* y, size_t row_begin, size_t row_end);
-void gemv_f8e4m3_f32_avx512(const WeightsF8e4m3& w, const float* x, float* y, size_t row_begin, size_t row_end);
+void gemv_f8e4m3_f32(const WeightsF8e4m3& w, const float* x, float* y, size_t row_begin,
+                     size_t row_end);
+void gemv_f8e4m3_f32_ref(const WeightsF8e4m3& w, const float* x, float* y, size_t row_begin,
+                         size_t row_end);
+void gemv_f8e4m3_f32_avx2(const WeightsF8e4m3& w, const float* x, float* y, size_t row_begin,
+                          size_t row_end);
+void gemv_f8e4m3_f32_avx512(const WeightsF8e4m3& w, const float* x, float* y, size_t row_begin,
+                            size_t row_end);
 
-void gemv_f4e2m1_f32(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin, size_t row_end);
-void gemv_f4e2m1_f32_ref(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin, size_t row_end);
-void gemv_f4e2m1_f32_avx2(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin, size_t row_end);
-void gemv_f4e2m1_f32_avx512(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin, size_t row_end);
+void gemv_f4e2m1_f32(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin,
+                     size_t row_end);
+void gemv_f4e2m1_f32_ref(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin,
+                         size_t row_end);
+void gemv_f4e2m1_f32_avx2(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin,
+                          size_t row_end);
+void gemv_f4e2m1_f32_avx512(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin,
+                            size_t row_end);
 
 // ---------------------------------------------------------------------------------------------
 // GEMV with bf16 activations: y[r] = Σ_k W[r,k]·x[k], x: [cols] bf16 (y as above).
@@ -106,15 +127,21 @@ void gemv_f4e2m1_f32_avx512(const WeightsF4e2m1& w, const float* x, float* y, si
 // DRAM on f4/f8 weights. VDPBF16PS treats bf16 subnormal inputs (|x| < 2^-126) as zero and flushes
 // subnormal sums; the _ref and AVX2 twins convert x to f32 exactly and run the f32 kernels.
 // ---------------------------------------------------------------------------------------------
-void gemv_f8e4m3_bf16(const WeightsF8e4m3& w, const uint16_t* x, float* y, size_t row_begin, size_t row_end);
-void gemv_f8e4m3_bf16_ref(const WeightsF8e4m3& w, const uint16_t* x, float* y, size_t row_begin, size_t row_end);
-void gemv_f8e4m3_bf16_avx2(const WeightsF8e4m3& w, const uint16_t* x, float* y, size_t row_begin, size_t row_end);
+void gemv_f8e4m3_bf16(const WeightsF8e4m3& w, const uint16_t* x, float* y, size_t row_begin,
+                      size_t row_end);
+void gemv_f8e4m3_bf16_ref(const WeightsF8e4m3& w, const uint16_t* x, float* y, size_t row_begin,
+                          size_t row_end);
+void gemv_f8e4m3_bf16_avx2(const WeightsF8e4m3& w, const uint16_t* x, float* y, size_t row_begin,
+                           size_t row_end);
 void gemv_f8e4m3_bf16_avx512(const WeightsF8e4m3& w, const uint16_t* x, float* y, size_t row_begin,
                              size_t row_end);
 
-void gemv_f4e2m1_bf16(const WeightsF4e2m1& w, const uint16_t* x, float* y, size_t row_begin, size_t row_end);
-void gemv_f4e2m1_bf16_ref(const WeightsF4e2m1& w, const uint16_t* x, float* y, size_t row_begin, size_t row_end);
-void gemv_f4e2m1_bf16_avx2(const WeightsF4e2m1& w, const uint16_t* x, float* y, size_t row_begin, size_t row_end);
+void gemv_f4e2m1_bf16(const WeightsF4e2m1& w, const uint16_t* x, float* y, size_t row_begin,
+                      size_t row_end);
+void gemv_f4e2m1_bf16_ref(const WeightsF4e2m1& w, const uint16_t* x, float* y, size_t row_begin,
+                          size_t row_end);
+void gemv_f4e2m1_bf16_avx2(const WeightsF4e2m1& w, const uint16_t* x, float* y, size_t row_begin,
+                           size_t row_end);
 void gemv_f4e2m1_bf16_avx512(const WeightsF4e2m1& w, const uint16_t* x, float* y, size_t row_begin,
                              size_t row_end);
 
@@ -133,31 +160,31 @@ void gemv_f4e2m1_bf16_avx512(const WeightsF4e2m1& w, const uint16_t* x, float* y
 // ---------------------------------------------------------------------------------------------
 inline constexpr size_t kGemmMaxBatch = 16;
 
-void gemm_bf16_f32(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
-                   size_t row_begin, size_t row_end);
-void gemm_bf16_f32_ref(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
-                       size_t row_begin, size_t row_end);
-void gemm_bf16_f32_avx2(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
-                        size_t row_begin, size_t row_end);
+void gemm_bf16_f32(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y,
+                   size_t ldy, size_t row_begin, size_t row_end);
+void gemm_bf16_f32_ref(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y,
+                       size_t ldy, size_t row_begin, size_t row_end);
+void gemm_bf16_f32_avx2(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y,
+                        size_t ldy, size_t row_begin, size_t row_end);
 void gemm_bf16_f32_avx512(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y,
                           size_t ldy, size_t row_begin, size_t row_end);
 
-void gemm_f8e4m3_f32(const WeightsF8e4m3& w, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
-                     size_t row_begin, size_t row_end);
+void gemm_f8e4m3_f32(const WeightsF8e4m3& w, const float* x, size_t ldx, size_t batch, float* y,
+                     size_t ldy, size_t row_begin, size_t row_end);
 void gemm_f8e4m3_f32_ref(const WeightsF8e4m3& w, const float* x, size_t ldx, size_t batch, float* y,
                          size_t ldy, size_t row_begin, size_t row_end);
-void gemm_f8e4m3_f32_avx2(const WeightsF8e4m3& w, const float* x, size_t ldx, size_t batch, float* y,
-                          size_t ldy, size_t row_begin, size_t row_end);
-void gemm_f8e4m3_f32_avx512(const WeightsF8e4m3& w, const float* x, size_t ldx, size_t batch, float* y,
-                            size_t ldy, size_t row_begin, size_t row_end);
+void gemm_f8e4m3_f32_avx2(const WeightsF8e4m3& w, const float* x, size_t ldx, size_t batch,
+                          float* y, size_t ldy, size_t row_begin, size_t row_end);
+void gemm_f8e4m3_f32_avx512(const WeightsF8e4m3& w, const float* x, size_t ldx, size_t batch,
+                            float* y, size_t ldy, size_t row_begin, size_t row_end);
 
-void gemm_f4e2m1_f32(const WeightsF4e2m1& w, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
-                     size_t row_begin, size_t row_end);
+void gemm_f4e2m1_f32(const WeightsF4e2m1& w, const float* x, size_t ldx, size_t batch, float* y,
+                     size_t ldy, size_t row_begin, size_t row_end);
 void gemm_f4e2m1_f32_ref(const WeightsF4e2m1& w, const float* x, size_t ldx, size_t batch, float* y,
                          size_t ldy, size_t row_begin, size_t row_end);
-void gemm_f4e2m1_f32_avx2(const WeightsF4e2m1& w, const float* x, size_t ldx, size_t batch, float* y,
-                          size_t ldy, size_t row_begin, size_t row_end);
-void gemm_f4e2m1_f32_avx512(const WeightsF4e2m1& w, const float* x, size_t ldx, size_t batch, float* y,
-                            size_t ldy, size_t row_begin, size_t row_end);
+void gemm_f4e2m1_f32_avx2(const WeightsF4e2m1& w, const float* x, size_t ldx, size_t batch,
+                          float* y, size_t ldy, size_t row_begin, size_t row_end);
+void gemm_f4e2m1_f32_avx512(const WeightsF4e2m1& w, const float* x, size_t ldx, size_t batch,
+                            float* y, size_t ldy, size_t row_begin, size_t row_end);
 
 }  // namespace dsv4::kernels

@@ -16,18 +16,23 @@
 namespace dsv4::kernels {
 
 // One switch per entry point: the active tier's variant, else the next lower one that exists.
-#define DSV4_DISPATCH_3(name, ...)                         \
-  switch (active_isa()) {                                  \
-    case Isa::avx512: return name##_avx512(__VA_ARGS__);   \
-    case Isa::avx2: return name##_avx2(__VA_ARGS__);       \
-    case Isa::ref: break;                                  \
-  }                                                        \
+#define DSV4_DISPATCH_3(name, ...)       \
+  switch (active_isa()) {                \
+    case Isa::avx512:                    \
+      return name##_avx512(__VA_ARGS__); \
+    case Isa::avx2:                      \
+      return name##_avx2(__VA_ARGS__);   \
+    case Isa::ref:                       \
+      break;                             \
+  }                                      \
   return name##_ref(__VA_ARGS__)
 
 void rmsnorm_f32(const float* x, const float* w, float* y, size_t n, float eps) {
   DSV4_DISPATCH_3(rmsnorm_f32, x, w, y, n, eps);
 }
-float rms_inv_f32(const float* x, size_t n, float eps) { DSV4_DISPATCH_3(rms_inv_f32, x, n, eps); }
+float rms_inv_f32(const float* x, size_t n, float eps) {
+  DSV4_DISPATCH_3(rms_inv_f32, x, n, eps);
+}
 void rope_interleaved_f32(float* x, size_t n_heads, size_t head_stride, const float* cos,
                           const float* sin, size_t rope_dim, RopeDir dir) {
   DSV4_DISPATCH_3(rope_interleaved_f32, x, n_heads, head_stride, cos, sin, rope_dim, dir);
@@ -36,11 +41,15 @@ void rope_halves_f32(float* x, size_t n_heads, size_t head_stride, const float* 
                      const float* sin, size_t rope_dim, RopeDir dir) {
   rope_halves_f32_ref(x, n_heads, head_stride, cos, sin, rope_dim, dir);
 }
-void softmax_f32(const float* x, float* y, size_t n) { DSV4_DISPATCH_3(softmax_f32, x, y, n); }
+void softmax_f32(const float* x, float* y, size_t n) {
+  DSV4_DISPATCH_3(softmax_f32, x, y, n);
+}
 void softmax_sink_f32(const float* x, float* y, size_t n, float sink) {
   DSV4_DISPATCH_3(softmax_sink_f32, x, y, n, sink);
 }
-void silu_f32(const float* x, float* y, size_t n) { DSV4_DISPATCH_3(silu_f32, x, y, n); }
+void silu_f32(const float* x, float* y, size_t n) {
+  DSV4_DISPATCH_3(silu_f32, x, y, n);
+}
 void swiglu_f32(const float* gate, const float* up, float* out, size_t n, float limit,
                 float scale) {
   DSV4_DISPATCH_3(swiglu_f32, gate, up, out, n, limit, scale);
@@ -52,11 +61,14 @@ void router_scores_f32(const float* logits, float* scores, size_t n, ScoringFunc
 void topk_f32(const float* x, size_t n, size_t k, int32_t* out, TopKScratch* scratch) {
   DSV4_DISPATCH_3(topk_f32, x, n, k, out, scratch);
 }
-void hadamard_f32(float* x, size_t n, float scale) { DSV4_DISPATCH_3(hadamard_f32, x, n, scale); }
-void sinkhorn_f32(float* c, size_t hc, int iters, float eps) { sinkhorn_f32_ref(c, hc, iters, eps); }
+void hadamard_f32(float* x, size_t n, float scale) {
+  DSV4_DISPATCH_3(hadamard_f32, x, n, scale);
+}
+void sinkhorn_f32(float* c, size_t hc, int iters, float eps) {
+  sinkhorn_f32_ref(c, hc, iters, eps);
+}
 void hc_split_sinkhorn_f32(const float* mixes, const float* hc_scale, const float* hc_base,
-                           size_t hc, int iters, float eps, float* pre, float* post,
-                           float* comb) {
+                           size_t hc, int iters, float eps, float* pre, float* post, float* comb) {
   hc_split_sinkhorn_f32_ref(mixes, hc_scale, hc_base, hc, iters, eps, pre, post, comb);
 }
 void hc_collapse_f32(const float* x, const float* pre, size_t hc, size_t dim, float* y) {
@@ -66,12 +78,12 @@ void hc_expand_f32(const float* block_out, const float* residual, const float* p
                    const float* comb, size_t hc, size_t dim, float* y) {
   DSV4_DISPATCH_3(hc_expand_f32, block_out, residual, post, comb, hc, dim, y);
 }
-void compress_pool_f32(const float* const* kv_rows, const float* const* score_rows,
-                       size_t n_slots, size_t dim, float* out) {
+void compress_pool_f32(const float* const* kv_rows, const float* const* score_rows, size_t n_slots,
+                       size_t dim, float* out) {
   DSV4_DISPATCH_3(compress_pool_f32, kv_rows, score_rows, n_slots, dim, out);
 }
-void indexer_scores_f32(const float* q, const float* w, size_t n_heads, size_t dim,
-                        const float* k, size_t n_keys, float* out) {
+void indexer_scores_f32(const float* q, const float* w, size_t n_heads, size_t dim, const float* k,
+                        size_t n_keys, float* out) {
   DSV4_DISPATCH_3(indexer_scores_f32, q, w, n_heads, dim, k, n_keys, out);
 }
 
@@ -167,10 +179,10 @@ void RopeTable::cos_sin(int64_t pos, float* cos, float* sin) const {
 // ---------------------------------------------------------------------------------------------
 int32_t topk_key(float v) {
   uint32_t bits = std::bit_cast<uint32_t>(v);
-  if (std::isnan(v)) bits = 0x7fc00000u;        // every NaN: one value above +inf
-  if (bits == 0x80000000u) bits = 0;             // -0.0 == +0.0
+  if (std::isnan(v)) bits = 0x7fc00000u;  // every NaN: one value above +inf
+  if (bits == 0x80000000u) bits = 0;      // -0.0 == +0.0
   const auto s = static_cast<int32_t>(bits);
-  return s ^ ((s >> 31) & 0x7fffffff);           // negative floats: flip magnitude order
+  return s ^ ((s >> 31) & 0x7fffffff);  // negative floats: flip magnitude order
 }
 
 namespace {
@@ -226,8 +238,7 @@ void topk_threshold(const float* x, size_t n, size_t k, int32_t* out, TopKScratc
 }  // namespace
 
 void topk_f32_avx2(const float* x, size_t n, size_t k, int32_t* out, TopKScratch* scratch) {
-  topk_threshold(x, n, k, out, scratch,
-                 {detail::topk_block_max_avx2, detail::topk_gather_ge_avx2});
+  topk_threshold(x, n, k, out, scratch, {detail::topk_block_max_avx2, detail::topk_gather_ge_avx2});
 }
 
 void topk_f32_avx512(const float* x, size_t n, size_t k, int32_t* out, TopKScratch* scratch) {

@@ -70,14 +70,14 @@ float rms_inv_f32_avx512(const float* x, size_t n, float eps);
 // How the per-pair inverse frequencies are built (transformers _compute_yarn_parameters /
 // compute_default_rope_parameters; official precompute_freqs_cis).
 struct RopeParams {
-  size_t rope_dim = 64;   // rotated channels per head, even (qk_rope_head_dim)
-  double theta = 10000;   // rope_theta or compress_rope_theta
-  bool yarn = false;      // rope_scaling.type == "yarn" (compressed layers only)
-  double factor = 1;      // rope_scaling.factor (V4-Flash: 16)
+  size_t rope_dim = 64;  // rotated channels per head, even (qk_rope_head_dim)
+  double theta = 10000;  // rope_theta or compress_rope_theta
+  bool yarn = false;     // rope_scaling.type == "yarn" (compressed layers only)
+  double factor = 1;     // rope_scaling.factor (V4-Flash: 16)
   double original_max_position_embeddings = 0;  // rope_scaling... (V4-Flash: 65536)
-  double beta_fast = 32;  // rope_scaling.beta_fast (default 32)
-  double beta_slow = 1;   // rope_scaling.beta_slow (default 1)
-  bool truncate = true;   // floor/ceil the correction range (both references do)
+  double beta_fast = 32;                        // rope_scaling.beta_fast (default 32)
+  double beta_slow = 1;                         // rope_scaling.beta_slow (default 1)
+  bool truncate = true;  // floor/ceil the correction range (both references do)
   // Multiplies cos and sin. V4 uses 1.0 on every layer (transformers forces attention_factor=1
   // for the yarn "compress" rope; the official code never applies YaRN's mscale).
   double attention_factor = 1;
@@ -299,8 +299,8 @@ void hc_expand_f32_avx512(const float* block_out, const float* residual, const f
 // CSA's overlapping windows, passes the previous window's first-half rows followed by the
 // current window's second-half rows (pointer offsets, no copies). Missing slots may be
 // omitted or given score -inf (weight exactly 0); an all -inf channel yields 0. out: [dim].
-void compress_pool_f32(const float* const* kv_rows, const float* const* score_rows,
-                       size_t n_slots, size_t dim, float* out);
+void compress_pool_f32(const float* const* kv_rows, const float* const* score_rows, size_t n_slots,
+                       size_t dim, float* out);
 void compress_pool_f32_ref(const float* const* kv_rows, const float* const* score_rows,
                            size_t n_slots, size_t dim, float* out);
 void compress_pool_f32_avx2(const float* const* kv_rows, const float* const* score_rows,
@@ -313,8 +313,8 @@ void compress_pool_f32_avx512(const float* const* kv_rows, const float* const* s
 // q: [n_heads, dim] f32, w: [n_heads] f32 = weights_proj(x) * index_head_dim^-1/2 *
 // index_n_heads^-1/2 (both scales folded in by the caller), k: [n_keys, dim] f32 rows,
 // out: [n_keys] f32. Masking future entries (-inf) is the caller's, before topk_f32.
-void indexer_scores_f32(const float* q, const float* w, size_t n_heads, size_t dim,
-                        const float* k, size_t n_keys, float* out);
+void indexer_scores_f32(const float* q, const float* w, size_t n_heads, size_t dim, const float* k,
+                        size_t n_keys, float* out);
 void indexer_scores_f32_ref(const float* q, const float* w, size_t n_heads, size_t dim,
                             const float* k, size_t n_keys, float* out);
 void indexer_scores_f32_avx2(const float* q, const float* w, size_t n_heads, size_t dim,

@@ -15,9 +15,9 @@ namespace dsv4::kv {
 Status BlockPool::charge(uint64_t bytes, const std::string& what) {
   std::lock_guard<std::mutex> lock(mu_);
   if (bytes > budget_ || reserved_ > budget_ - bytes)
-    return out_of_memory("KV cache budget exceeded: " + what + " needs " +
-                         std::to_string(bytes) + " B, " + std::to_string(reserved_) + " of " +
-                         std::to_string(budget_) + " B already reserved");
+    return out_of_memory("KV cache budget exceeded: " + what + " needs " + std::to_string(bytes) +
+                         " B, " + std::to_string(reserved_) + " of " + std::to_string(budget_) +
+                         " B already reserved");
   reserved_ += bytes;
   peak_ = std::max(peak_, reserved_);
   return ok_status();
@@ -90,8 +90,7 @@ CompressorStateView make_view(float* base, int64_t ratio, int64_t dim, bool over
 }  // namespace
 
 Result<SequenceCache> SequenceCache::create(const formats::ModelConfig& config, Scheme scheme,
-                                            std::shared_ptr<BlockPool> pool,
-                                            CacheOptions options) {
+                                            std::shared_ptr<BlockPool> pool, CacheOptions options) {
   if (config.family != formats::ModelFamily::deepseek_v4)
     return unsupported("the KV cache stores DeepSeek-V4 layers only (model_type '" +
                        config.model_type + "')");
@@ -146,15 +145,14 @@ Result<SequenceCache> SequenceCache::create(const formats::ModelConfig& config, 
       return internal_error("KV cache records of layer " + std::to_string(i) +
                             " disagree with kv/layout.h");
     if (floats > 0) {
-      DSV4_ASSIGN_OR_RETURN(
-          L.state, PoolBlock::allocate(*c.pool_, floats * 4,
-                                       "compressor state of layer " + std::to_string(i)));
+      DSV4_ASSIGN_OR_RETURN(L.state,
+                            PoolBlock::allocate(*c.pool_, floats * 4,
+                                                "compressor state of layer " + std::to_string(i)));
       auto* base = reinterpret_cast<float*>(L.state.data());
       L.kv_state = make_view(base, ll.compress_ratio, L.head_dim, csa);
       if (csa)
-        L.index_state = make_view(
-            base + state_floats(ll.compress_ratio, L.head_dim, true), ll.compress_ratio,
-            L.index_dim, true);
+        L.index_state = make_view(base + state_floats(ll.compress_ratio, L.head_dim, true),
+                                  ll.compress_ratio, L.index_dim, true);
     }
   }
   c.layout_ = std::move(layout);
@@ -164,7 +162,8 @@ Result<SequenceCache> SequenceCache::create(const formats::ModelConfig& config, 
 Status SequenceCache::grow(Stream& s, int64_t records, const std::string& what) {
   while (static_cast<int64_t>(s.blocks.size()) * s.block_records < records) {
     DSV4_ASSIGN_OR_RETURN(
-        PoolBlock b, PoolBlock::allocate(*pool_, s.record_bytes * static_cast<uint64_t>(s.block_records), what));
+        PoolBlock b,
+        PoolBlock::allocate(*pool_, s.record_bytes * static_cast<uint64_t>(s.block_records), what));
     s.blocks.push_back(std::move(b));
   }
   return ok_status();
@@ -315,7 +314,8 @@ void SequenceCache::capture_checkpoint(int layer, int64_t pos) {
     for (const Layer& L : layers_) {
       bytes += L.window.record_bytes * static_cast<uint64_t>(L.layout.window);
       for (const CompressorStateView* v : {&L.kv_state, &L.index_state})
-        if (v->kv != nullptr && v->overlap) bytes += 2 * static_cast<uint64_t>(v->ratio * v->width) * 4;
+        if (v->kv != nullptr && v->overlap)
+          bytes += 2 * static_cast<uint64_t>(v->ratio * v->width) * 4;
     }
     cp.ring.resize(layers_.size());
     cp.prev.resize(layers_.size());
@@ -359,7 +359,8 @@ void SequenceCache::restore(int64_t s) {
     for (Stream* st : {&L.entries, &L.index_keys}) {
       if (r == 0 || st->block_records == 0) continue;
       st->count = std::min(st->count, s / r);
-      const auto keep = static_cast<size_t>((st->count + st->block_records - 1) / st->block_records);
+      const auto keep =
+          static_cast<size_t>((st->count + st->block_records - 1) / st->block_records);
       if (st->blocks.size() > keep) st->blocks.resize(keep);
     }
     L.window_filled = std::min(s, L.layout.window);
@@ -402,8 +403,8 @@ Status fill_synthetic(SequenceCache& cache, int64_t n0, int64_t n_tokens, uint64
     x ^= x >> 12;
     x ^= x << 25;
     x ^= x >> 27;
-    return static_cast<float>(static_cast<double>((x * 0x2545F4914F6CDD1Dull) >> 11) /
-                              9007199254740992.0 * 8.0 - 4.0);
+    return static_cast<float>(
+        static_cast<double>((x * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0 * 8.0 - 4.0);
   };
   std::vector<float> row;
   for (int64_t pos = n0; pos < n_tokens; ++pos) {

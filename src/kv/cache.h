@@ -96,7 +96,7 @@ class PoolBlock {
 };
 
 struct CacheOptions {
-  int64_t block_records = 256;         // records per block of a growing stream
+  int64_t block_records = 256;  // records per block of a growing stream
   // Tokens between rewind checkpoints (rounded up to a multiple of every compression ratio);
   // 0 disables them (rewind then replays from token 0). Each checkpoint holds, per layer, one
   // window ring plus the CSA compressors' previous-window rows (V4-Flash official: ~3.9 MiB),
@@ -115,7 +115,9 @@ struct CompressorStateView {
   int64_t ratio = 0, dim = 0, width = 0;
   bool overlap = false;
   // Row of `slot` in window `window_index` (window w holds positions [w*ratio, (w+1)*ratio)).
-  float* kv_row(int64_t window_index, int64_t slot) const { return kv + offset(window_index, slot); }
+  float* kv_row(int64_t window_index, int64_t slot) const {
+    return kv + offset(window_index, slot);
+  }
   float* gate_row(int64_t window_index, int64_t slot) const {
     return gate + offset(window_index, slot);
   }
@@ -144,8 +146,8 @@ class SequenceCache {
   const KvLayout& layout() const { return layout_; }
   int n_layers() const { return static_cast<int>(layers_.size()); }
   const std::shared_ptr<BlockPool>& pool() const { return pool_; }
-  int64_t head_dim() const { return head_dim_; }          // KV row width
-  int64_t index_head_dim() const { return index_dim_; }   // indexer key width
+  int64_t head_dim() const { return head_dim_; }         // KV row width
+  int64_t index_head_dim() const { return index_dim_; }  // indexer key width
 
   // Takes the blocks that n_tokens tokens need (window ring, entries and keys up to
   // floor(n_tokens / ratio)). On out_of_memory nothing is written; blocks already taken stay.
@@ -217,8 +219,8 @@ class SequenceCache {
   };
 
   Status grow(Stream& s, int64_t records, const std::string& what);
-  void write_row(const Layer& L, uint64_t record_bytes, int64_t dim, const float* x,
-                 uint8_t* rec, bool indexer) const;
+  void write_row(const Layer& L, uint64_t record_bytes, int64_t dim, const float* x, uint8_t* rec,
+                 bool indexer) const;
   void read_row(const Layer& L, int64_t dim, const uint8_t* rec, float* x, bool indexer) const;
 
   std::shared_ptr<BlockPool> pool_;

@@ -221,8 +221,8 @@ constexpr std::string_view kGqaJson = R"json({
 constexpr std::array<EmbeddedConfig, 4> kConfigs = {{
     {kDeepSeekV32, "https://huggingface.co/deepseek-ai/DeepSeek-V3.2/blob/main/config.json",
      kV32Json},
-    {kDeepSeekV4Flash,
-     "https://huggingface.co/deepseek-ai/DeepSeek-V4-Flash/blob/main/config.json", kV4FlashJson},
+    {kDeepSeekV4Flash, "https://huggingface.co/deepseek-ai/DeepSeek-V4-Flash/blob/main/config.json",
+     kV4FlashJson},
     {kDeepSeekV4Pro, "https://huggingface.co/deepseek-ai/DeepSeek-V4-Pro/blob/main/config.json",
      kV4ProJson},
     {kGqaBaseline, "synthetic: 61 layers x 8 KV heads x 128 dims, bf16", kGqaJson},
@@ -230,11 +230,14 @@ constexpr std::array<EmbeddedConfig, 4> kConfigs = {{
 
 }  // namespace
 
-std::span<const EmbeddedConfig> embedded_configs() { return kConfigs; }
+std::span<const EmbeddedConfig> embedded_configs() {
+  return kConfigs;
+}
 
 Result<formats::ModelConfig> load_embedded_config(std::string_view name) {
   for (const EmbeddedConfig& e : kConfigs) {
-    if (e.name == name) return formats::parse_model_config(e.json, "embedded " + std::string(e.name));
+    if (e.name == name)
+      return formats::parse_model_config(e.json, "embedded " + std::string(e.name));
   }
   return not_found("no embedded config named '" + std::string(name) + "'");
 }

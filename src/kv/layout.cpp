@@ -11,7 +11,9 @@ using formats::AttentionType;
 using formats::ModelConfig;
 using formats::ModelFamily;
 
-constexpr uint64_t round_up(uint64_t x, uint64_t m) { return (x + m - 1) / m * m; }
+constexpr uint64_t round_up(uint64_t x, uint64_t m) {
+  return (x + m - 1) / m * m;
+}
 
 // --- Record sizes under `official`, as functions of the config's dims. Each reproduces the
 // struct of layout.h for the published dims.
@@ -27,7 +29,9 @@ static_assert(v4_entry_official(512, 64) == (512 - 64) + 64 * 2 + 8);  // 584
 static_assert(v4_entry_official(512, 64) == sizeof(record::V4KvEntryFp8));
 
 // V4 indexer key: f4_e2m1 codes (two per byte) + one ue8m0 scale per 32 dims.
-constexpr uint64_t v4_indexer_official(uint64_t dims) { return dims / 2 + dims / 32; }
+constexpr uint64_t v4_indexer_official(uint64_t dims) {
+  return dims / 2 + dims / 32;
+}
 static_assert(v4_indexer_official(128) == 128 / 2 + 128 / 32);  // 68
 static_assert(v4_indexer_official(128) == sizeof(record::V4IndexerKeyFp4));
 
@@ -39,26 +43,34 @@ static_assert(v32_mla_official(512, 64) == 512 + 4 * 4 + 64 * 2);  // 656
 static_assert(v32_mla_official(512, 64) == sizeof(record::V32MlaEntryFp8));
 
 // V3.2 indexer key: f8_e4m3 + one f32 scale per 128 dims.
-constexpr uint64_t v32_indexer_official(uint64_t dims) { return dims + dims / 128 * 4; }
+constexpr uint64_t v32_indexer_official(uint64_t dims) {
+  return dims + dims / 128 * 4;
+}
 static_assert(v32_indexer_official(128) == 128 + 4);  // 132
 static_assert(v32_indexer_official(128) == sizeof(record::V32IndexerKeyFp8));
 
 // Bytes of one value stored at full precision under the scheme (`official` keeps bf16 for
 // everything it does not quantize).
-constexpr uint64_t value_bytes(Scheme s) { return s == Scheme::f32 ? 4 : 2; }
+constexpr uint64_t value_bytes(Scheme s) {
+  return s == Scheme::f32 ? 4 : 2;
+}
 // Bytes of one compressor-state value: the reference keeps kv_state/score_state in f32.
-constexpr uint64_t state_bytes(Scheme s) { return s == Scheme::bf16 ? 2 : 4; }
+constexpr uint64_t state_bytes(Scheme s) {
+  return s == Scheme::bf16 ? 2 : 4;
+}
 
 // kv_state + score_state of one compressor, each [coff * ratio, coff * dim].
 constexpr uint64_t compressor_state(uint64_t ratio, uint64_t dim, bool overlap, Scheme s) {
   const uint64_t coff = overlap ? 2 : 1;
   return 2 * (coff * ratio) * (coff * dim) * state_bytes(s);
 }
-static_assert(compressor_state(4, 512, true, Scheme::official) == 2 * 8 * 1024 * 4);   // 64 KiB
-static_assert(compressor_state(4, 128, true, Scheme::official) == 2 * 8 * 256 * 4);    // 16 KiB
+static_assert(compressor_state(4, 512, true, Scheme::official) == 2 * 8 * 1024 * 4);      // 64 KiB
+static_assert(compressor_state(4, 128, true, Scheme::official) == 2 * 8 * 256 * 4);       // 16 KiB
 static_assert(compressor_state(128, 512, false, Scheme::official) == 2 * 128 * 512 * 4);  // 512 KiB
 
-std::string where(const ModelConfig& c) { return c.source.empty() ? c.model_type : c.source; }
+std::string where(const ModelConfig& c) {
+  return c.source.empty() ? c.model_type : c.source;
+}
 
 // ------------------------------------------------------------------------------- per family
 
@@ -152,7 +164,8 @@ Result<LayerLayout> mla_layer(const ModelConfig& c, Scheme s, int index, bool mt
 LayerLayout gqa_layer(const ModelConfig& c, Scheme s, int index) {
   LayerLayout l;
   l.layer = index;
-  const int64_t w = c.layer_sliding_window.empty() ? 0 : c.layer_sliding_window[static_cast<size_t>(index)];
+  const int64_t w =
+      c.layer_sliding_window.empty() ? 0 : c.layer_sliding_window[static_cast<size_t>(index)];
   l.kind = w > 0 ? LayerKind::gqa_sliding : LayerKind::gqa;
   l.window = w;
   l.raw_every_token = w == 0;
@@ -188,25 +201,29 @@ struct Checked {
 };
 
 Status overflow_error(uint64_t n_tokens) {
-  return invalid_argument("KV bytes for " + std::to_string(n_tokens) +
-                          " tokens overflow 64 bits");
+  return invalid_argument("KV bytes for " + std::to_string(n_tokens) + " tokens overflow 64 bits");
 }
 
 }  // namespace
 
 std::string_view scheme_name(Scheme scheme) {
   switch (scheme) {
-    case Scheme::bf16: return "bf16";
-    case Scheme::f32: return "f32";
-    case Scheme::official: return "official";
+    case Scheme::bf16:
+      return "bf16";
+    case Scheme::f32:
+      return "f32";
+    case Scheme::official:
+      return "official";
   }
   return "unknown";
 }
 
 std::string_view scheme_description(Scheme scheme) {
   switch (scheme) {
-    case Scheme::bf16: return "every cached value bf16";
-    case Scheme::f32: return "every cached value f32";
+    case Scheme::bf16:
+      return "every cached value bf16";
+    case Scheme::f32:
+      return "every cached value f32";
     case Scheme::official:
       return "DeepSeek's deployed layouts: FP8 e4m3 KV + bf16 RoPE dims, FP4 (V4) / FP8 (V3.2) "
              "indexer keys; V3 and GQA stay bf16";
@@ -224,13 +241,20 @@ Result<Scheme> parse_scheme(std::string_view text) {
 
 std::string_view layer_kind_name(LayerKind kind) {
   switch (kind) {
-    case LayerKind::sliding_window: return "sliding_window";
-    case LayerKind::csa: return "csa";
-    case LayerKind::hca: return "hca";
-    case LayerKind::mla: return "mla";
-    case LayerKind::mla_indexer: return "mla_indexer";
-    case LayerKind::gqa: return "gqa";
-    case LayerKind::gqa_sliding: return "gqa_sliding";
+    case LayerKind::sliding_window:
+      return "sliding_window";
+    case LayerKind::csa:
+      return "csa";
+    case LayerKind::hca:
+      return "hca";
+    case LayerKind::mla:
+      return "mla";
+    case LayerKind::mla_indexer:
+      return "mla_indexer";
+    case LayerKind::gqa:
+      return "gqa";
+    case LayerKind::gqa_sliding:
+      return "gqa_sliding";
   }
   return "unknown";
 }
@@ -258,8 +282,8 @@ Result<KvLayout> make_layout(const ModelConfig& c, Scheme scheme, LayoutOptions 
       }
       if (options.include_mtp) {
         for (size_t j = 0; j < c.mtp_layer_types.size(); ++j) {
-          DSV4_ASSIGN_OR_RETURN(
-              LayerLayout l, v4_layer(c, scheme, n + static_cast<int>(j), true, c.mtp_layer_types[j]));
+          DSV4_ASSIGN_OR_RETURN(LayerLayout l, v4_layer(c, scheme, n + static_cast<int>(j), true,
+                                                        c.mtp_layer_types[j]));
           out.layers.push_back(l);
         }
       }
@@ -267,7 +291,8 @@ Result<KvLayout> make_layout(const ModelConfig& c, Scheme scheme, LayoutOptions 
     }
     case ModelFamily::deepseek_v32:
     case ModelFamily::deepseek_v3: {
-      const int total = n + (options.include_mtp ? static_cast<int>(c.num_nextn_predict_layers) : 0);
+      const int total =
+          n + (options.include_mtp ? static_cast<int>(c.num_nextn_predict_layers) : 0);
       for (int i = 0; i < total; ++i) {
         DSV4_ASSIGN_OR_RETURN(LayerLayout l, mla_layer(c, scheme, i, i >= n));
         out.layers.push_back(l);
@@ -275,7 +300,8 @@ Result<KvLayout> make_layout(const ModelConfig& c, Scheme scheme, LayoutOptions 
       break;
     }
     case ModelFamily::gqa:
-      if (!c.layer_sliding_window.empty() && c.layer_sliding_window.size() != static_cast<size_t>(n))
+      if (!c.layer_sliding_window.empty() &&
+          c.layer_sliding_window.size() != static_cast<size_t>(n))
         return internal_error(where(c) + ": layer_sliding_window has the wrong length");
       for (int i = 0; i < n; ++i) out.layers.push_back(gqa_layer(c, scheme, i));
       break;
@@ -292,9 +318,10 @@ Result<KvBytes> layer_bytes(const LayerLayout& l, uint64_t n) {
   } else if (l.window > 0) {
     b.window = k.mul(window_tokens(static_cast<uint64_t>(l.window), n), l.raw_token_bytes);
   }
-  b.compressed =
-      k.mul(compressed_entries(static_cast<uint64_t>(l.compress_ratio), n), l.compressed_entry_bytes);
-  b.indexer = k.mul(compressed_entries(static_cast<uint64_t>(l.indexer_ratio), n), l.indexer_key_bytes);
+  b.compressed = k.mul(compressed_entries(static_cast<uint64_t>(l.compress_ratio), n),
+                       l.compressed_entry_bytes);
+  b.indexer =
+      k.mul(compressed_entries(static_cast<uint64_t>(l.indexer_ratio), n), l.indexer_key_bytes);
   b.compressor_state = l.compressor_state_bytes;
   KvBytes sum;
   k.add_into(sum, b);

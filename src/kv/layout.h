@@ -46,9 +46,9 @@ enum class Scheme {
   f32,       // every cached value f32; compressor state f32
   official,  // DeepSeek's deployed layouts (records below); compressor state f32
 };
-std::string_view scheme_name(Scheme scheme);          // "bf16", "f32", "official"
-std::string_view scheme_description(Scheme scheme);   // one line for tables
-Result<Scheme> parse_scheme(std::string_view text);   // invalid_argument names the choices
+std::string_view scheme_name(Scheme scheme);         // "bf16", "f32", "official"
+std::string_view scheme_description(Scheme scheme);  // one line for tables
+Result<Scheme> parse_scheme(std::string_view text);  // invalid_argument names the choices
 
 enum class LayerKind {
   sliding_window,  // V4 compress_ratio 0: raw window only
@@ -117,16 +117,16 @@ static_assert(sizeof(V32IndexerKeyFp8) == 128 + 4);  // = 132 B
 // ---------------------------------------------------------------------------------------------
 // Per-layer layout.
 struct LayerLayout {
-  int layer = 0;        // 0-based; MTP layers are numbered after the main layers
-  bool mtp = false;     // a multi-token-prediction layer (only with LayoutOptions::include_mtp)
+  int layer = 0;     // 0-based; MTP layers are numbered after the main layers
+  bool mtp = false;  // a multi-token-prediction layer (only with LayoutOptions::include_mtp)
   LayerKind kind = LayerKind::gqa;
-  int64_t compress_ratio = 0;       // tokens per compressed entry (0: none)
-  int64_t window = 0;               // raw tokens kept in the sliding-window ring (0: none)
-  bool raw_every_token = false;     // full attention: a raw record for every token (MLA, GQA)
-  uint64_t raw_token_bytes = 0;     // one raw token: window ring entry or full-attention entry
+  int64_t compress_ratio = 0;           // tokens per compressed entry (0: none)
+  int64_t window = 0;                   // raw tokens kept in the sliding-window ring (0: none)
+  bool raw_every_token = false;         // full attention: a raw record for every token (MLA, GQA)
+  uint64_t raw_token_bytes = 0;         // one raw token: window ring entry or full-attention entry
   uint64_t compressed_entry_bytes = 0;  // one compressed KV entry (CSA/HCA)
-  uint64_t indexer_key_bytes = 0;   // one lightning-indexer key (CSA, V3.2)
-  int64_t indexer_ratio = 0;        // tokens per indexer key (CSA: compress_ratio; V3.2: 1)
+  uint64_t indexer_key_bytes = 0;       // one lightning-indexer key (CSA, V3.2)
+  int64_t indexer_ratio = 0;            // tokens per indexer key (CSA: compress_ratio; V3.2: 1)
   // Fixed per sequence: the compressors' kv_state + score_state (DeepSeek-V4 inference/model.py
   // Compressor), each [coff * ratio, coff * dim] with coff = 2 for CSA's overlapping windows
   // (previous window's rows + the current window's, each 2*dim wide: the Ca | Cb halves) and
@@ -139,7 +139,7 @@ struct KvLayout {
   std::string model_type;  // from the config
   formats::ModelFamily family = formats::ModelFamily::gqa;
   Scheme scheme = Scheme::bf16;
-  int main_layers = 0;     // num_hidden_layers
+  int main_layers = 0;  // num_hidden_layers
   bool includes_mtp = false;
   std::vector<LayerLayout> layers;  // main layers, then MTP layers when included
 };
@@ -190,7 +190,7 @@ double bytes_per_token(const KvLayout& layout, bool with_indexer = true);
 struct KindSummary {
   LayerKind kind = LayerKind::gqa;
   int layers = 0;
-  LayerLayout first;        // a representative layer of this kind
+  LayerLayout first;           // a representative layer of this kind
   double bytes_per_token = 0;  // slope, all layers of this kind
   KvBytes bytes;               // all layers of this kind, at the requested n_tokens
 };

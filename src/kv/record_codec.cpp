@@ -26,8 +26,8 @@ uint32_t minifloat_code(float a, int mbits, int bias, uint32_t max_code) {
   }
   const int e = static_cast<int>((std::bit_cast<uint32_t>(a) >> 23) & 0xFFu) - 127;
   const float q = std::nearbyint(std::ldexp(a, mbits - e));  // in [2^mbits, 2^(mbits+1)]
-  const int64_t code = (static_cast<int64_t>(e + bias) << mbits) +
-                       (static_cast<int64_t>(q) - (int64_t{1} << mbits));
+  const int64_t code =
+      (static_cast<int64_t>(e + bias) << mbits) + (static_cast<int64_t>(q) - (int64_t{1} << mbits));
   return code > static_cast<int64_t>(max_code) ? max_code : static_cast<uint32_t>(code);
 }
 
@@ -44,7 +44,9 @@ uint16_t f32_to_bf16(float x) {
   return static_cast<uint16_t>((b + 0x7FFFu + lsb) >> 16);
 }
 
-float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
+float bf16_to_f32(uint16_t h) {
+  return std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
+}
 
 uint8_t f32_to_e4m3(float x) {
   const uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
@@ -88,7 +90,9 @@ size_t v4_entry_bytes(size_t head_dim, size_t rope_dim) {
   return nope + 2 * rope_dim + scales;
 }
 
-size_t v4_indexer_key_bytes(size_t dim) { return dim / 2 + dim / kFp4Block; }
+size_t v4_indexer_key_bytes(size_t dim) {
+  return dim / 2 + dim / kFp4Block;
+}
 
 void encode_v4_entry(const float* x, size_t head_dim, size_t rope_dim, uint8_t* rec) {
   const size_t nope = head_dim - rope_dim;

@@ -34,12 +34,12 @@ inline constexpr size_t kFp8Block = 64;  // official KV entry: one ue8m0 scale p
 inline constexpr size_t kFp4Block = 32;  // official indexer key: one ue8m0 scale per 32 dims
 
 // Scalars. Encoders round to nearest, ties to even.
-uint16_t f32_to_bf16(float x);   // NaN -> quiet NaN; overflow -> inf
+uint16_t f32_to_bf16(float x);  // NaN -> quiet NaN; overflow -> inf
 float bf16_to_f32(uint16_t h);
-uint8_t f32_to_e4m3(float x);    // saturates to ±448 (incl. inf); NaN -> 0x7F | sign
+uint8_t f32_to_e4m3(float x);  // saturates to ±448 (incl. inf); NaN -> 0x7F | sign
 float e4m3_to_f32(uint8_t c);
-uint8_t f32_to_e2m1(float x);    // low 4 bits; saturates to ±6 (incl. inf and NaN)
-float e2m1_to_f32(uint8_t c);    // low 4 bits used
+uint8_t f32_to_e2m1(float x);  // low 4 bits; saturates to ±6 (incl. inf and NaN)
+float e2m1_to_f32(uint8_t c);  // low 4 bits used
 // k such that 2^k = 2^ceil(log2(v)) for finite v > 0, computed on the bits as the reference's
 // fast_round_scale does (a subnormal v gives -126).
 int pow2_ceil_exponent(float v);

@@ -13,8 +13,8 @@
 namespace dsv4::model {
 
 using formats::AttentionType;
-using formats::ModelConfig;
 using formats::MlpType;
+using formats::ModelConfig;
 namespace k = dsv4::kernels;
 
 namespace {
@@ -45,7 +45,6 @@ void matvec_f32(const float* w, size_t rows, size_t cols, const float* x, float*
   }
 }
 
-
 // Scratch buffers of one forward chunk of T tokens (sized once per call).
 struct Work {
   std::vector<float> streams, streams_next;  // [T, hc, D]
@@ -67,8 +66,10 @@ void resize(std::vector<float>& v, size_t n) {
 Result<std::unique_ptr<Model>> Model::load(const std::string& path, LoadOptions opts) {
   DSV4_ASSIGN_OR_RETURN(formats::ModelConfig cfg, formats::load_model_config(path));
   if (cfg.family != formats::ModelFamily::deepseek_v4)
-    return unsupported(fmt::format("{}: model_type '{}' is not supported for inference "
-                                   "(only deepseek_v4)", cfg.source, cfg.model_type));
+    return unsupported(
+        fmt::format("{}: model_type '{}' is not supported for inference "
+                    "(only deepseek_v4)",
+                    cfg.source, cfg.model_type));
   DSV4_ASSIGN_OR_RETURN(formats::SafetensorsModel ckpt, formats::SafetensorsModel::open(path));
   std::unique_ptr<Model> m(new Model());
   m->cfg_ = std::move(cfg);
@@ -134,8 +135,8 @@ Result<SequenceState> Model::new_sequence(kv::Scheme scheme, std::shared_ptr<kv:
 
 Status Model::rewind(SequenceState& state, int64_t pos, ThreadPool& pool) const {
   if (pos < 0 || pos > state.n_tokens)
-    return invalid_argument(fmt::format("rewind to {}: the sequence holds {} tokens", pos,
-                                        state.n_tokens));
+    return invalid_argument(
+        fmt::format("rewind to {}: the sequence holds {} tokens", pos, state.n_tokens));
   if (pos == state.n_tokens) return ok_status();
   const int64_t s = state.kv.checkpoint_at_or_before(pos);
   std::vector<int32_t> replay(state.tokens.begin() + s, state.tokens.begin() + pos);
@@ -161,7 +162,8 @@ Status Model::forward(std::span<const int32_t> tokens, SequenceState& state, Thr
     float* out = nullptr;
     if (logits && all_logits) out = logits + b * V;
     if (logits && !all_logits && last_chunk) out = logits;
-    DSV4_RETURN_IF_ERROR(forward_chunk(tokens.subspan(b, n), state, pool, out, all_logits, observer));
+    DSV4_RETURN_IF_ERROR(
+        forward_chunk(tokens.subspan(b, n), state, pool, out, all_logits, observer));
   }
   return ok_status();
 }
@@ -239,9 +241,8 @@ void hadamard_f32(float* x, size_t n) {
 
 }  // namespace
 
-Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& state,
-                            ThreadPool& pool, float* logits, bool all_logits,
-                            const LayerObserver& observer) const {
+Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& state, ThreadPool& pool,
+                            float* logits, bool all_logits, const LayerObserver& observer) const {
   const ModelConfig& c = cfg_;
   const size_t T = tokens.size();
   const size_t D = static_cast<size_t>(c.hidden_size);
@@ -377,8 +378,8 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
       if (A.indexer) {
         entry.resize(std::max(hd, ihd));
         if (compressor_push(A.indexer->compressor, C.compressor_state(li, kv::Compressor::indexer),
-                            &wk.ikv[t * 2 * ihd], &wk.igate[t * 2 * ihd], pos, rope_compress_,
-                            eps, entry.data())) {
+                            &wk.ikv[t * 2 * ihd], &wk.igate[t * 2 * ihd], pos, rope_compress_, eps,
+                            entry.data())) {
           if (official) hadamard_f32(entry.data(), ihd);
           C.append_index_key(li, entry.data());
         }

@@ -68,7 +68,8 @@ class Model {
   SequenceState new_sequence() const;
   // A sequence in `scheme` (f32 or official) whose blocks come from `pool` (nullptr: a private
   // unlimited pool). Errors: unsupported scheme/dims, out_of_memory for the compressor state.
-  Result<SequenceState> new_sequence(kv::Scheme scheme, std::shared_ptr<kv::BlockPool> pool = nullptr,
+  Result<SequenceState> new_sequence(kv::Scheme scheme,
+                                     std::shared_ptr<kv::BlockPool> pool = nullptr,
                                      kv::CacheOptions options = {}) const;
 
   // Appends `tokens` to `state` and computes logits.
@@ -96,8 +97,9 @@ class Model {
   formats::ModelConfig cfg_;
   std::unique_ptr<formats::SafetensorsModel> ckpt_;
   ModelWeights w_;
-  kernels::RopeTable rope_main_;      // sliding-window layers: rope_theta, no YaRN
-  kernels::RopeTable rope_compress_;  // CSA/HCA layers, compressors, indexer: compress_rope_theta + YaRN
+  kernels::RopeTable rope_main_;  // sliding-window layers: rope_theta, no YaRN
+  kernels::RopeTable
+      rope_compress_;  // CSA/HCA layers, compressors, indexer: compress_rope_theta + YaRN
   size_t chunk_tokens_ = 64;
 };
 

@@ -52,10 +52,13 @@ Result<std::vector<int32_t>> greedy_generate(const Model& model, std::span<const
 
 Result<ReferenceReport> check_against_reference(const Model& model, const std::string& fixture_dir,
                                                 ThreadPool& pool, const CheckOptions& opts) {
-  const std::string ref_path = (std::filesystem::path(fixture_dir) / "reference.safetensors").string();
+  const std::string ref_path =
+      (std::filesystem::path(fixture_dir) / "reference.safetensors").string();
   DSV4_ASSIGN_OR_RETURN(formats::SafetensorsFile ref, formats::SafetensorsFile::open(ref_path));
-  DSV4_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, read_tensor<int32_t>(ref, "tokens", formats::DType::i32));
-  DSV4_ASSIGN_OR_RETURN(std::vector<float> ref_logits, read_tensor<float>(ref, "logits", formats::DType::f32));
+  DSV4_ASSIGN_OR_RETURN(std::vector<int32_t> tokens,
+                        read_tensor<int32_t>(ref, "tokens", formats::DType::i32));
+  DSV4_ASSIGN_OR_RETURN(std::vector<float> ref_logits,
+                        read_tensor<float>(ref, "logits", formats::DType::f32));
   const size_t S = tokens.size();
   const size_t V = static_cast<size_t>(model.config().vocab_size);
   const size_t L = static_cast<size_t>(model.config().num_hidden_layers);
@@ -68,7 +71,8 @@ Result<ReferenceReport> check_against_reference(const Model& model, const std::s
   rep.n_tokens = static_cast<int64_t>(S);
 
   // Prefill with a per-layer observer.
-  std::vector<std::vector<double>> sums(L, std::vector<double>(S)), sumsqs(L, std::vector<double>(S));
+  std::vector<std::vector<double>> sums(L, std::vector<double>(S)),
+      sumsqs(L, std::vector<double>(S));
   LayerObserver obs = [&](int layer, int64_t first, int64_t n, const float* streams) {
     for (int64_t i = 0; i < n; ++i) {
       double s = 0, s2 = 0;
@@ -90,7 +94,8 @@ Result<ReferenceReport> check_against_reference(const Model& model, const std::s
       rep.logits_max_abs_diff = d;
       rep.worst_position = static_cast<int64_t>(i / V);
     }
-    rep.ref_logits_max_abs = std::max(rep.ref_logits_max_abs, std::fabs(static_cast<double>(ref_logits[i])));
+    rep.ref_logits_max_abs =
+        std::max(rep.ref_logits_max_abs, std::fabs(static_cast<double>(ref_logits[i])));
   }
   for (size_t l = 0; l < L; ++l) {
     const std::string p = fmt::format("layers.{}.out.", l);
@@ -102,8 +107,10 @@ Result<ReferenceReport> check_against_reference(const Model& model, const std::s
     for (size_t i = 0; i < S; ++i) {
       const double ref2 = (*rs2)[i];
       const double e2 = std::fabs(sumsqs[l][i] - ref2) / (ref2 + 1e-30);
-      const double e1 = std::fabs(sums[l][i] - (*rs)[i]) / std::sqrt(ref2 * static_cast<double>(n_values) + 1e-30);
-      if (std::max(e1, e2) > std::max(d.sum_rel, d.sumsq_rel)) d.worst_position = static_cast<int64_t>(i);
+      const double e1 = std::fabs(sums[l][i] - (*rs)[i]) /
+                        std::sqrt(ref2 * static_cast<double>(n_values) + 1e-30);
+      if (std::max(e1, e2) > std::max(d.sum_rel, d.sumsq_rel))
+        d.worst_position = static_cast<int64_t>(i);
       d.sumsq_rel = std::max(d.sumsq_rel, e2);
       d.sum_rel = std::max(d.sum_rel, e1);
     }
@@ -125,8 +132,10 @@ Result<ReferenceReport> check_against_reference(const Model& model, const std::s
     rep.decode_vs_prefill_max_abs = worst;
   }
   if (opts.greedy && ref.find("greedy.prompt") && ref.find("greedy.tokens")) {
-    DSV4_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, read_tensor<int32_t>(ref, "greedy.prompt", formats::DType::i32));
-    DSV4_ASSIGN_OR_RETURN(rep.ref_greedy_tokens, read_tensor<int32_t>(ref, "greedy.tokens", formats::DType::i32));
+    DSV4_ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
+                          read_tensor<int32_t>(ref, "greedy.prompt", formats::DType::i32));
+    DSV4_ASSIGN_OR_RETURN(rep.ref_greedy_tokens,
+                          read_tensor<int32_t>(ref, "greedy.tokens", formats::DType::i32));
     DSV4_ASSIGN_OR_RETURN(rep.greedy_tokens,
                           greedy_generate(model, prompt, rep.ref_greedy_tokens.size(), pool));
   }

@@ -36,15 +36,15 @@ struct ReferenceReport {
   double logits_rel() const { return logits_max_abs_diff / (ref_logits_max_abs + 1e-30); }
   int64_t worst_position = 0;
   std::vector<LayerDiff> layers;
-  int first_divergent_layer = -1;    // first layer whose sumsq_rel or sum_rel > layer_tolerance
+  int first_divergent_layer = -1;  // first layer whose sumsq_rel or sum_rel > layer_tolerance
   double decode_vs_prefill_max_abs = -1;  // token-at-a-time decode vs our prefill (-1: not run)
   std::vector<int32_t> greedy_tokens, ref_greedy_tokens;
   bool greedy_match() const { return greedy_tokens == ref_greedy_tokens; }
 };
 
 struct CheckOptions {
-  bool decode = true;   // also decode every token one at a time and compare with prefill
-  bool greedy = true;   // also run the greedy continuation
+  bool decode = true;  // also decode every token one at a time and compare with prefill
+  bool greedy = true;  // also run the greedy continuation
   double layer_tolerance = 1e-3;
 };
 

@@ -8,8 +8,8 @@ namespace dsv4::model {
 
 using formats::AttentionType;
 using formats::DType;
-using formats::ModelConfig;
 using formats::MlpType;
+using formats::ModelConfig;
 using formats::SafetensorsModel;
 using formats::TensorView;
 
@@ -52,8 +52,10 @@ std::vector<TensorSpec> tensor_table(const ModelConfig& c) {
     lin(p + "attn.wo_b.weight", D, G * olr);
     if (ratio > 0) {
       // CSA (overlapping windows) keeps two series per token (Ca | Cb), HCA one.
-      const int64_t width = (c.layer_types[static_cast<size_t>(l)] ==
-                             AttentionType::compressed_sparse_attention) ? 2 * hd : hd;
+      const int64_t width =
+          (c.layer_types[static_cast<size_t>(l)] == AttentionType::compressed_sparse_attention)
+              ? 2 * hd
+              : hd;
       lin(p + "attn.compressor.wkv.weight", width, D);
       lin(p + "attn.compressor.wgate.weight", width, D);
       vec(p + "attn.compressor.ape", {ratio, width});
@@ -95,17 +97,23 @@ std::string scale_name(const std::string& weight_name) {
 
 const char* linear_format_name(LinearFormat f) {
   switch (f) {
-    case LinearFormat::bf16: return "bf16";
-    case LinearFormat::f32: return "f32";
-    case LinearFormat::f8_e4m3: return "f8_e4m3 (128x128 block scales)";
-    case LinearFormat::f4_e2m1: return "f4_e2m1 (1x32 block scales)";
+    case LinearFormat::bf16:
+      return "bf16";
+    case LinearFormat::f32:
+      return "f32";
+    case LinearFormat::f8_e4m3:
+      return "f8_e4m3 (128x128 block scales)";
+    case LinearFormat::f4_e2m1:
+      return "f4_e2m1 (1x32 block scales)";
   }
   return "?";
 }
 
 namespace {
 
-std::string shape_str(const std::vector<int64_t>& s) { return formats::shape_string(s); }
+std::string shape_str(const std::vector<int64_t>& s) {
+  return formats::shape_string(s);
+}
 
 Status shape_error(const TensorView& t, const std::vector<int64_t>& want, const char* what) {
   return invalid_argument(fmt::format("tensor '{}': {} shape {} (dtype {}), expected {}", t.name,
@@ -113,7 +121,9 @@ Status shape_error(const TensorView& t, const std::vector<int64_t>& want, const 
                                       shape_str(want)));
 }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
 
 }  // namespace
 
@@ -171,8 +181,8 @@ Status check_tensor(const TensorSpec& spec, const SafetensorsModel& ckpt) {
       return invalid_argument(fmt::format("tensor '{}' has dtype {}, expected F32 or BF16",
                                           spec.name, formats::dtype_name(t->dtype)));
   } else if (t->dtype != DType::i64 && t->dtype != DType::i32) {
-    return invalid_argument(fmt::format("tensor '{}' has dtype {}, expected I64 or I32",
-                                        spec.name, formats::dtype_name(t->dtype)));
+    return invalid_argument(fmt::format("tensor '{}' has dtype {}, expected I64 or I32", spec.name,
+                                        formats::dtype_name(t->dtype)));
   }
   return ok_status();
 }

@@ -11,8 +11,8 @@
 //             F8_E4M3 [rows, cols] + `<stem>.scale` [ceil(rows/128), ceil(cols/128)] F8_E8M0|F32;
 //             FP4 e2m1 packed two per byte, low nibble first, as I8/U8/F4 [rows, cols/2] +
 //             `<stem>.scale` [rows, ceil(cols/32)] F8_E8M0 (routed experts).
-//   vector  — small float parameters (norm weights, ape, hc mixing): BF16 / F32, converted to f32 once at load.
-//   index   — integer tables (tid2eid): I64 / I32.
+//   vector  — small float parameters (norm weights, ape, hc mixing): BF16 / F32, converted to f32
+//   once at load. index   — integer tables (tid2eid): I64 / I32.
 // Invariants: names are unique; every shape entry is > 0.
 // Non-goals: the MTP block (`mtp.*` tensors are recognised and reported as unused for now).
 #pragma once

@@ -40,7 +40,8 @@ void Linear::apply_rows(const float* x, size_t ldx, size_t batch, float* y, size
 
 void linear(const Linear& w, const float* x, size_t batch, float* y, ThreadPool& pool) {
   // About 64 KiB of weights per task keeps the split fine enough for 2..64 threads.
-  const size_t row_bytes = std::max<size_t>(1, w.cols / (w.format == LinearFormat::f4_e2m1 ? 2 : 1));
+  const size_t row_bytes =
+      std::max<size_t>(1, w.cols / (w.format == LinearFormat::f4_e2m1 ? 2 : 1));
   const size_t grain = std::max<size_t>(16, (64u << 10) / row_bytes);
   pool.parallel_for(0, w.rows, grain, [&](size_t b, size_t e, int) {
     w.apply_rows(x, w.cols, batch, y, w.rows, b, e);
@@ -110,8 +111,8 @@ class Binder {
     }
     if ((fmt == LinearFormat::bf16 && !w->is_aligned(2)) ||
         (fmt == LinearFormat::f32 && !w->is_aligned(4)))
-      return invalid_argument(fmt::format("tensor '{}' is not aligned to its element size in the file",
-                                          name));
+      return invalid_argument(
+          fmt::format("tensor '{}' is not aligned to its element size in the file", name));
     return l;
   }
 
@@ -150,8 +151,8 @@ class Binder {
         v = v32;
       }
       if (v < 0 || v >= limit)
-        return invalid_argument(fmt::format("tensor '{}': entry {} is {}, outside [0, {})", name,
-                                            i, v, limit));
+        return invalid_argument(
+            fmt::format("tensor '{}': entry {} is {}, outside [0, {})", name, i, v, limit));
       out[i] = static_cast<int32_t>(v);
     }
     return out;
@@ -195,8 +196,9 @@ Result<ModelWeights> bind_weights(const formats::ModelConfig& cfg,
                                   const formats::SafetensorsModel& ckpt) {
   using formats::AttentionType;
   if (cfg.family != formats::ModelFamily::deepseek_v4)
-    return unsupported(fmt::format("{}: model_type '{}' has no forward pass here (only deepseek_v4)",
-                                   cfg.source, cfg.model_type));
+    return unsupported(
+        fmt::format("{}: model_type '{}' has no forward pass here (only deepseek_v4)", cfg.source,
+                    cfg.model_type));
   Binder b(cfg, ckpt);
   ModelWeights w;
   DSV4_ASSIGN_OR_RETURN(w.embed, b.linear("embed.weight"));
@@ -229,15 +231,15 @@ Result<ModelWeights> bind_weights(const formats::ModelConfig& cfg,
     const int64_t ratio = cfg.compress_ratios[l];
     const bool csa = A.type == AttentionType::compressed_sparse_attention;
     if (ratio > 0) {
-      DSV4_ASSIGN_OR_RETURN(A.compressor, bind_compressor(b, p + "attn.compressor.", ratio,
-                                                          cfg.head_dim, csa));
+      DSV4_ASSIGN_OR_RETURN(A.compressor,
+                            bind_compressor(b, p + "attn.compressor.", ratio, cfg.head_dim, csa));
     }
     if (csa) {
       IndexerWeights I;
       DSV4_ASSIGN_OR_RETURN(I.wq_b, b.linear(p + "attn.indexer.wq_b.weight"));
       DSV4_ASSIGN_OR_RETURN(I.weights_proj, b.linear(p + "attn.indexer.weights_proj.weight"));
-      DSV4_ASSIGN_OR_RETURN(I.compressor, bind_compressor(b, p + "attn.indexer.compressor.",
-                                                          ratio, cfg.index_head_dim, true));
+      DSV4_ASSIGN_OR_RETURN(I.compressor, bind_compressor(b, p + "attn.indexer.compressor.", ratio,
+                                                          cfg.index_head_dim, true));
       A.indexer = std::move(I);
     }
     FfnWeights& F = L.ffn;

@@ -26,16 +26,16 @@ namespace dsv4::model {
 struct Linear {
   LinearFormat format = LinearFormat::f32;
   size_t rows = 0, cols = 0;
-  kernels::WeightsBf16 bf16;    // format == bf16
-  kernels::WeightsF8e4m3 f8;    // format == f8_e4m3
-  kernels::WeightsF4e2m1 f4;    // format == f4_e2m1
-  const float* f32 = nullptr;   // format == f32: [rows, cols]
+  kernels::WeightsBf16 bf16;                  // format == bf16
+  kernels::WeightsF8e4m3 f8;                  // format == f8_e4m3
+  kernels::WeightsF4e2m1 f4;                  // format == f4_e2m1
+  const float* f32 = nullptr;                 // format == f32: [rows, cols]
   const formats::TensorView* view = nullptr;  // for perturbation tests and diagnostics
 
   // Y[b, r] = sum_k W[r, k] X[b, k] for b < batch and rows [row_begin, row_end).
   // X: [batch, ldx] f32, Y: [batch, ldy] f32. Single-threaded; see linear().
-  void apply_rows(const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
-                  size_t row_begin, size_t row_end) const;
+  void apply_rows(const float* x, size_t ldx, size_t batch, float* y, size_t ldy, size_t row_begin,
+                  size_t row_end) const;
 };
 
 // Y[batch, rows] = X[batch, cols] W^T, rows split across the pool.
@@ -43,10 +43,10 @@ void linear(const Linear& w, const float* x, size_t batch, float* y, ThreadPool&
 
 // Softmax-gated window compressor (attn.compressor / attn.indexer.compressor).
 struct CompressorWeights {
-  int64_t ratio = 0;      // tokens per compressed entry (4 CSA, 128 HCA)
-  int64_t dim = 0;        // channels of one compressed entry (head_dim or index_head_dim)
-  bool overlap = false;   // CSA: two series per token (Ca | Cb), windows of 2*ratio slots
-  Linear wkv, wgate;      // [width, hidden] with width = dim * (overlap ? 2 : 1)
+  int64_t ratio = 0;        // tokens per compressed entry (4 CSA, 128 HCA)
+  int64_t dim = 0;          // channels of one compressed entry (head_dim or index_head_dim)
+  bool overlap = false;     // CSA: two series per token (Ca | Cb), windows of 2*ratio slots
+  Linear wkv, wgate;        // [width, hidden] with width = dim * (overlap ? 2 : 1)
   std::vector<float> ape;   // [ratio, width] learned position bias added to the gate
   std::vector<float> norm;  // [dim] RMSNorm weight of the pooled entry
   int64_t width() const { return overlap ? 2 * dim : dim; }
@@ -60,14 +60,14 @@ struct IndexerWeights {
 
 struct AttentionWeights {
   formats::AttentionType type = formats::AttentionType::sliding_attention;
-  std::vector<float> sink;    // [n_heads] attn_sink logits
-  Linear wq_a;                // [q_lora_rank, hidden]
-  std::vector<float> q_norm;  // [q_lora_rank]
-  Linear wq_b;                // [n_heads * head_dim, q_lora_rank]
-  Linear wkv;                 // [head_dim, hidden]
-  std::vector<float> kv_norm; // [head_dim]
-  Linear wo_a;                // [o_groups * o_lora_rank, n_heads * head_dim / o_groups]
-  Linear wo_b;                // [hidden, o_groups * o_lora_rank]
+  std::vector<float> sink;     // [n_heads] attn_sink logits
+  Linear wq_a;                 // [q_lora_rank, hidden]
+  std::vector<float> q_norm;   // [q_lora_rank]
+  Linear wq_b;                 // [n_heads * head_dim, q_lora_rank]
+  Linear wkv;                  // [head_dim, hidden]
+  std::vector<float> kv_norm;  // [head_dim]
+  Linear wo_a;                 // [o_groups * o_lora_rank, n_heads * head_dim / o_groups]
+  Linear wo_b;                 // [hidden, o_groups * o_lora_rank]
   std::optional<CompressorWeights> compressor;  // CSA / HCA
   std::optional<IndexerWeights> indexer;        // CSA
 };
@@ -89,7 +89,7 @@ struct FfnWeights {
   std::vector<float> bias;       // [n_routed_experts] score correction (score-routed layers)
   std::vector<int32_t> tid2eid;  // [vocab, top_k] (hash-routed layers)
   Expert shared;
-  std::vector<Expert> experts;   // [n_routed_experts]
+  std::vector<Expert> experts;  // [n_routed_experts]
 };
 
 struct LayerWeights {
@@ -100,9 +100,9 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-  Linear embed;                 // [vocab, hidden] (rows are looked up, not multiplied)
-  Linear head;                  // [vocab, hidden]
-  std::vector<float> norm;      // [hidden]
+  Linear embed;             // [vocab, hidden] (rows are looked up, not multiplied)
+  Linear head;              // [vocab, hidden]
+  std::vector<float> norm;  // [hidden]
   std::vector<float> hc_head_fn, hc_head_base, hc_head_scale;  // [hc, hc*hidden], [hc], [1]
   std::vector<LayerWeights> layers;
 };

@@ -18,8 +18,8 @@ Result<AddedVocab> AddedVocab::build(const std::vector<AddedToken>* tokens) {
     v.insert(v.tries_[t.normalized ? 1 : 0], t.content, static_cast<int32_t>(i));
   }
   // The regex crate's Unicode \w (UTS#18 annex C) and \s, one character at a time.
-  DSV4_ASSIGN_OR_RETURN(
-      v.word_, Regex::compile("^[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]"));
+  DSV4_ASSIGN_OR_RETURN(v.word_,
+                        Regex::compile("^[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]"));
   DSV4_ASSIGN_OR_RETURN(v.space_, Regex::compile("^\\p{White_Space}"));
   return v;
 }
@@ -30,10 +30,9 @@ void AddedVocab::insert(Trie& t, std::string_view s, int32_t token_index) {
   for (char ch : s) {
     auto b = static_cast<uint8_t>(ch);
     auto& next = t.nodes[static_cast<size_t>(node)].next;
-    auto it = std::lower_bound(next.begin(), next.end(), b,
-                               [](const std::pair<uint8_t, int32_t>& e, uint8_t x) {
-                                 return e.first < x;
-                               });
+    auto it = std::lower_bound(
+        next.begin(), next.end(), b,
+        [](const std::pair<uint8_t, int32_t>& e, uint8_t x) { return e.first < x; });
     if (it != next.end() && it->first == b) {
       node = it->second;
     } else {
@@ -47,8 +46,8 @@ void AddedVocab::insert(Trie& t, std::string_view s, int32_t token_index) {
   t.nodes[static_cast<size_t>(node)].token = token_index;
 }
 
-bool AddedVocab::find(const Trie& t, std::string_view s, size_t from, size_t* start,
-                      size_t* end, int32_t* token) const {
+bool AddedVocab::find(const Trie& t, std::string_view s, size_t from, size_t* start, size_t* end,
+                      int32_t* token) const {
   const auto* p = reinterpret_cast<const uint8_t*>(s.data());
   for (size_t i = from; i < s.size(); ++i) {
     if (!t.first[p[i]]) continue;
@@ -57,10 +56,9 @@ bool AddedVocab::find(const Trie& t, std::string_view s, size_t from, size_t* st
     size_t best_end = 0;
     for (size_t j = i; j < s.size(); ++j) {
       const auto& next = t.nodes[static_cast<size_t>(node)].next;
-      auto it = std::lower_bound(next.begin(), next.end(), p[j],
-                                 [](const std::pair<uint8_t, int32_t>& e, uint8_t x) {
-                                   return e.first < x;
-                                 });
+      auto it = std::lower_bound(
+          next.begin(), next.end(), p[j],
+          [](const std::pair<uint8_t, int32_t>& e, uint8_t x) { return e.first < x; });
       if (it == next.end() || it->first != p[j]) break;
       node = it->second;
       if (t.nodes[static_cast<size_t>(node)].token >= 0) {
@@ -110,8 +108,8 @@ bool AddedVocab::is_space_before(std::string_view s, size_t end, uint32_t* len) 
   return is_space_at(s, end - *len, &l2);
 }
 
-Status AddedVocab::pass(const Trie& t, std::string_view sentence, uint32_t base,
-                        bool parse_special, std::vector<Segment>* out) const {
+Status AddedVocab::pass(const Trie& t, std::string_view sentence, uint32_t base, bool parse_special,
+                        std::vector<Segment>* out) const {
   // tokenizers' AddedVocabulary::find_matches, offsets relative to `sentence`.
   size_t start_offset = 0;
   size_t from = 0;
@@ -138,10 +136,11 @@ Status AddedVocab::pass(const Trie& t, std::string_view sentence, uint32_t base,
       while (is_space_at(sentence, stop, &len)) stop += len;
     }
     if (start_offset < start) {
-      out->push_back({base + static_cast<uint32_t>(start_offset), base + static_cast<uint32_t>(start),
-                      -1});
+      out->push_back(
+          {base + static_cast<uint32_t>(start_offset), base + static_cast<uint32_t>(start), -1});
     }
-    out->push_back({base + static_cast<uint32_t>(start), base + static_cast<uint32_t>(stop), tok.id});
+    out->push_back(
+        {base + static_cast<uint32_t>(start), base + static_cast<uint32_t>(stop), tok.id});
     start_offset = stop;
   }
   if (start_offset != sentence.size()) {

@@ -37,7 +37,7 @@ class AddedVocab {
 
  private:
   struct Node {
-    int32_t token = -1;                            // index into *tokens_ if a token ends here
+    int32_t token = -1;                             // index into *tokens_ if a token ends here
     std::vector<std::pair<uint8_t, int32_t>> next;  // sorted by byte
   };
   struct Trie {

@@ -67,7 +67,7 @@ struct BpeModel::Cache {
   static constexpr size_t kSlots = size_t{1} << 15;  // 2 MiB
   struct Entry {
     uint64_t hash = 0;
-    uint8_t len = 0;    // piece bytes; 0 = empty entry (pieces are never empty)
+    uint8_t len = 0;  // piece bytes; 0 = empty entry (pieces are never empty)
     uint8_t n_ids = 0;
     char bytes[kMaxBytes];
     int32_t ids[kMaxIds];
@@ -127,8 +127,8 @@ Result<BpeModel> BpeModel::build(std::vector<std::pair<std::string, int32_t>> vo
   if (m.options_.unk_token) {
     auto it = m.vocab_.find(*m.options_.unk_token);
     if (it == m.vocab_.end()) {
-      return parse_error(fmt::format("{}.unk_token: '{}' is not in the vocabulary", where,
-                                     *m.options_.unk_token));
+      return parse_error(
+          fmt::format("{}.unk_token: '{}' is not in the vocabulary", where, *m.options_.unk_token));
     }
     m.unk_id_ = it->second;
   }
@@ -146,8 +146,8 @@ Result<BpeModel> BpeModel::build(std::vector<std::pair<std::string, int32_t>> vo
     joined.assign(a).append(b);
     auto ij = m.vocab_.find(joined);
     if (ij == m.vocab_.end()) {
-      return parse_error(fmt::format(
-          "{}.merges[{}]: merged token '{}' is not in the vocabulary", where, rank, joined));
+      return parse_error(fmt::format("{}.merges[{}]: merged token '{}' is not in the vocabulary",
+                                     where, rank, joined));
     }
     m.merges_->insert(ia->second, ib->second, static_cast<uint32_t>(rank), ij->second);
   }

@@ -50,8 +50,8 @@ class BpeModel {
     };
     std::vector<Symbol> symbols;
     std::vector<Candidate> heap;
-    std::vector<int32_t> ids;       // result of merge_word
-    std::vector<Candidate> pairs;   // scan: merge of (ids[i], ids[i+1]); rank ~0u if none
+    std::vector<int32_t> ids;      // result of merge_word
+    std::vector<Candidate> pairs;  // scan: merge of (ids[i], ids[i+1]); rank ~0u if none
   };
 
   // vocab: (byte-level token, id); merges: pairs of byte-level tokens, rank = index.
@@ -91,8 +91,8 @@ class BpeModel {
   void merge_heap(Scratch& s) const;
   void merge_scan(Scratch& s) const;
 
-  StringMap vocab_;                                             // byte-level token -> id
-  std::vector<std::string> id_to_token_;                       // "" where no token has the id
+  StringMap vocab_;                       // byte-level token -> id
+  std::vector<std::string> id_to_token_;  // "" where no token has the id
   std::vector<bool> has_id_;
   int32_t byte_id_[256];  // id of each byte's byte-level character, -1 if absent
   std::optional<int32_t> unk_id_;

@@ -145,7 +145,9 @@ std::optional<Json> parse_json(std::string_view text) {
 // Request parsing
 // ---------------------------------------------------------------------------------------------
 
-Status bad(std::string msg) { return invalid_argument(std::move(msg)); }
+Status bad(std::string msg) {
+  return invalid_argument(std::move(msg));
+}
 
 // "content": a string, or a list of parts joined with "\n\n" (text parts; image parts become the
 // reference's placeholder: case image_part_placeholder).
@@ -251,12 +253,16 @@ Status check_tool_sequence(const std::vector<ChatMessage>& msgs) {
     const size_t n = m.tool_calls.size();
     for (size_t k = 1; k <= n; ++k) {
       if (i + k >= msgs.size() || msgs[i + k].role != ChatRole::tool) {
-        return bad(fmt::format("messages[{}]: an assistant message with tool_calls must be followed "
-                               "by a tool message for each call ({} expected)", i, n));
+        return bad(
+            fmt::format("messages[{}]: an assistant message with tool_calls must be followed "
+                        "by a tool message for each call ({} expected)",
+                        i, n));
       }
       if (ids.erase(msgs[i + k].tool_call_id) != 1) {
-        return bad(fmt::format("messages[{}].tool_call_id: '{}' answers no open call of "
-                               "messages[{}]", i + k, msgs[i + k].tool_call_id, i));
+        return bad(
+            fmt::format("messages[{}].tool_call_id: '{}' answers no open call of "
+                        "messages[{}]",
+                        i + k, msgs[i + k].tool_call_id, i));
       }
     }
     i += n;
@@ -290,7 +296,8 @@ Result<ChatMessage> parse_message(const Json& m, size_t index, size_t count) {
       DSV4_ASSIGN_OR_RETURN(out.content, content_text(m["content"], where));
     }
     if (m.contains("reasoning_content") && !m["reasoning_content"].is_null()) {
-      if (!m["reasoning_content"].is_string()) return bad(where + ".reasoning_content: not a string");
+      if (!m["reasoning_content"].is_string())
+        return bad(where + ".reasoning_content: not a string");
       out.reasoning_content = m["reasoning_content"].get<std::string>();
     }
     if (m.contains("tool_calls") && !m["tool_calls"].is_null()) {
@@ -312,7 +319,8 @@ Result<ChatMessage> parse_message(const Json& m, size_t index, size_t count) {
           return bad(cw + ".function: missing");
         }
         const Json& f = c["function"];
-        if (!f.contains("name") || !f["name"].is_string()) return bad(cw + ".function.name: missing");
+        if (!f.contains("name") || !f["name"].is_string())
+          return bad(cw + ".function.name: missing");
         if (!f.contains("arguments") || !f["arguments"].is_string()) {
           return bad(cw + ".function.arguments: must be a string");
         }
@@ -351,7 +359,8 @@ Result<ChatMessage> parse_message(const Json& m, size_t index, size_t count) {
 Status check_request(const ChatRequest& r) {
   if (r.messages.empty()) return bad("messages: empty");
   for (size_t i = 0; i + 1 < r.messages.size(); ++i) {
-    if (r.messages[i].prefix) return bad(fmt::format("messages[{}].prefix: not the final message", i));
+    if (r.messages[i].prefix)
+      return bad(fmt::format("messages[{}].prefix: not the final message", i));
   }
   if (r.messages.back().prefix && r.messages.back().role != ChatRole::assistant) {
     return bad("messages: prefix is only valid on an assistant message");
@@ -366,13 +375,27 @@ void append_json_escaped(std::string& out, std::string_view s) {
   for (char ch : s) {
     const auto c = static_cast<unsigned char>(ch);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           out += "\\u00";
@@ -471,7 +494,8 @@ Result<ChatRequest> parse_chat_request(std::string_view json_text) {
       named = c["function"]["name"].get<std::string>();
       req.tool_choice = ToolChoice::required;
     } else {
-      return bad("tool_choice: must be a string or {\"type\": \"function\", \"function\": {\"name\"}}");
+      return bad(
+          "tool_choice: must be a string or {\"type\": \"function\", \"function\": {\"name\"}}");
     }
   }
   if (named) {
@@ -551,7 +575,8 @@ constexpr std::string_view kToolsHead =
     "String parameters should be specified as is and set `string=\"true\"`. For all other types "
     "(numbers, booleans, arrays, objects), pass the value in JSON format and set "
     "`string=\"false\"`.\n\n"
-    "If thinking_mode is enabled (triggered by @S@), you MUST output your complete reasoning inside "
+    "If thinking_mode is enabled (triggered by @S@), you MUST output your complete reasoning "
+    "inside "
     "@S@...@E@ BEFORE any tool calls or final response.\n\n"
     "Otherwise, output directly after @E@ with tool calls or final response.\n\n"
     "### Available Tool Schemas\n\n";
@@ -577,10 +602,17 @@ class PromptBuilder {
       }
       text(s.substr(0, at));
       switch (s[at + 1]) {
-        case 'D': special(tok::kDsml); break;
-        case 'S': special(tok::kThinkStart); break;
-        case 'E': special(tok::kThinkEnd); break;
-        default: DSV4_CHECK(false && "unknown template placeholder");
+        case 'D':
+          special(tok::kDsml);
+          break;
+        case 'S':
+          special(tok::kThinkStart);
+          break;
+        case 'E':
+          special(tok::kThinkEnd);
+          break;
+        default:
+          DSV4_CHECK(false && "unknown template placeholder");
       }
       s.remove_prefix(at + 3);
     }
@@ -750,7 +782,8 @@ Result<RenderedPrompt> render_chat(const ChatRequest& request) {
 // reference's DeepseekV4Encoding.encode tokenizes plain text without the added vocabulary), so a
 // user typing "<think>" or "<｜User｜>" gets the characters, never the token
 // [special_token_text_in_content].
-Result<std::vector<int32_t>> encode_prompt(const Tokenizer& tokenizer, const RenderedPrompt& prompt) {
+Result<std::vector<int32_t>> encode_prompt(const Tokenizer& tokenizer,
+                                           const RenderedPrompt& prompt) {
   std::vector<int32_t> ids;
   size_t pos = 0;
   auto encode_text = [&](size_t end) -> Status {
@@ -768,7 +801,8 @@ Result<std::vector<int32_t>> encode_prompt(const Tokenizer& tokenizer, const Ren
     DSV4_RETURN_IF_ERROR(encode_text(begin));
     const std::string_view spelling = std::string_view(prompt.text).substr(begin, end - begin);
     std::optional<int32_t> id = tokenizer.token_to_id(spelling);
-    if (!id) return not_found(fmt::format("encode_prompt: no token '{}' in the vocabulary", spelling));
+    if (!id)
+      return not_found(fmt::format("encode_prompt: no token '{}' in the vocabulary", spelling));
     ids.push_back(*id);
     pos = end;
   }
@@ -809,13 +843,31 @@ ChatParseOptions chat_parse_options(const ChatRequest& request) {
 namespace {
 
 enum class Stage {
-  common, reasoning, tool_calls, tool_name, tool_args, param_name, param_type, param_value, finished
+  common,
+  reasoning,
+  tool_calls,
+  tool_name,
+  tool_args,
+  param_name,
+  param_type,
+  param_value,
+  finished
 };
 
 // What happens to a stretch of bytes.
 enum class Act {
-  content, reasoning, skip, skip_invalid, stop_sequence, tool_call_begin, tool_name,
-  tool_name_end, args_raw, args_string, args_label, args_end
+  content,
+  reasoning,
+  skip,
+  skip_invalid,
+  stop_sequence,
+  tool_call_begin,
+  tool_name,
+  tool_name_end,
+  args_raw,
+  args_string,
+  args_label,
+  args_end
 };
 
 struct Marker {
@@ -876,9 +928,12 @@ struct Marker {
   }
   size_t matching_len() const {
     switch (kind) {
-      case Kind::literal: return len;
-      case Kind::newlines_then_literal: return len + newlines;
-      case Kind::leading_newline: return hit ? 1 : 0;
+      case Kind::literal:
+        return len;
+      case Kind::newlines_then_literal:
+        return len + newlines;
+      case Kind::leading_newline:
+        return hit ? 1 : 0;
     }
     return 0;
   }
@@ -894,9 +949,12 @@ bool utf8_incomplete_tail(std::string_view s, size_t* tail) {
     const auto c = static_cast<unsigned char>(s[n - back]);
     if ((c & 0xC0) == 0x80) continue;  // continuation byte: keep looking for the lead
     size_t need = 0;
-    if ((c & 0xE0) == 0xC0) need = 2;
-    else if ((c & 0xF0) == 0xE0) need = 3;
-    else if ((c & 0xF8) == 0xF0) need = 4;
+    if ((c & 0xE0) == 0xC0)
+      need = 2;
+    else if ((c & 0xF0) == 0xE0)
+      need = 3;
+    else if ((c & 0xF8) == 0xF0)
+      need = 4;
     if (need > back) {
       *tail = back;
       return true;
@@ -930,11 +988,21 @@ struct ChatStreamParser::Impl {
     options.stop.erase(std::remove(options.stop.begin(), options.stop.end(), std::string()),
                        options.stop.end());
     switch (options.initial_stage) {
-      case ChatStage::content_start: enter(Stage::common, true); break;
-      case ChatStage::content_continuation: enter(Stage::common, false); break;
-      case ChatStage::reasoning_start: enter(Stage::reasoning, true); break;
-      case ChatStage::reasoning_continuation: enter(Stage::reasoning, false); break;
-      case ChatStage::tool_calls: enter(Stage::tool_calls, false); break;
+      case ChatStage::content_start:
+        enter(Stage::common, true);
+        break;
+      case ChatStage::content_continuation:
+        enter(Stage::common, false);
+        break;
+      case ChatStage::reasoning_start:
+        enter(Stage::reasoning, true);
+        break;
+      case ChatStage::reasoning_continuation:
+        enter(Stage::reasoning, false);
+        break;
+      case ChatStage::tool_calls:
+        enter(Stage::tool_calls, false);
+        break;
     }
   }
 
@@ -964,14 +1032,17 @@ struct ChatStreamParser::Impl {
     using K = Marker::Kind;
     switch (s) {
       case Stage::common:
-        for (const auto& stop : options.stop) add_literal(stop, Stage::finished, false, Act::stop_sequence);
-        if (options.parse_tool_calls) add(K::newlines_then_literal, kDsmlBegin, Stage::tool_calls, false, Act::skip);
+        for (const auto& stop : options.stop)
+          add_literal(stop, Stage::finished, false, Act::stop_sequence);
+        if (options.parse_tool_calls)
+          add(K::newlines_then_literal, kDsmlBegin, Stage::tool_calls, false, Act::skip);
         if (lead) add(K::leading_newline, "", Stage::common, true, Act::skip);
         add_literal(tok::kThinkEnd, Stage::common, false, Act::skip_invalid);
         unmatched = Act::content;
         break;
       case Stage::reasoning:
-        if (options.parse_tool_calls) add(K::newlines_then_literal, kDsmlBegin, Stage::tool_calls, false, Act::skip);
+        if (options.parse_tool_calls)
+          add(K::newlines_then_literal, kDsmlBegin, Stage::tool_calls, false, Act::skip);
         if (lead) add(K::leading_newline, "", Stage::reasoning, true, Act::skip);
         add(K::newlines_then_literal, tok::kThinkEnd, Stage::common, true, Act::skip);
         unmatched = Act::reasoning;
@@ -987,7 +1058,8 @@ struct ChatStreamParser::Impl {
         unmatched = Act::tool_name;
         break;
       case Stage::tool_args:
-        add_literal("parameter name=\"", Stage::param_name, false, Act::args_label, lead ? "{\"" : ", \"");
+        add_literal("parameter name=\"", Stage::param_name, false, Act::args_label,
+                    lead ? "{\"" : ", \"");
         add_literal(kDsmlEnd, Stage::tool_calls, false, Act::args_end, lead ? "{}" : "}");
         unmatched = Act::skip;
         break;
@@ -1066,21 +1138,40 @@ struct ChatStreamParser::Impl {
 
   void apply(Act act, std::string_view bytes, std::string_view label) {
     switch (act) {
-      case Act::content: emit_text(ChatDelta::Kind::content, bytes); break;
-      case Act::reasoning: emit_text(ChatDelta::Kind::reasoning, bytes); break;
-      case Act::skip: break;
-      case Act::skip_invalid: msg.skipped_invalid += bytes.size(); break;
-      case Act::stop_sequence: msg.stop_sequence = true; break;
+      case Act::content:
+        emit_text(ChatDelta::Kind::content, bytes);
+        break;
+      case Act::reasoning:
+        emit_text(ChatDelta::Kind::reasoning, bytes);
+        break;
+      case Act::skip:
+        break;
+      case Act::skip_invalid:
+        msg.skipped_invalid += bytes.size();
+        break;
+      case Act::stop_sequence:
+        msg.stop_sequence = true;
+        break;
       case Act::tool_call_begin:
         in_call = true;
         name_done = false;
         call = ParsedToolCall{};
         break;
-      case Act::tool_name: call.name += bytes; break;
-      case Act::tool_name_end: name_done = true; break;
-      case Act::args_raw: call.arguments += bytes; break;
-      case Act::args_string: append_json_escaped(call.arguments, bytes); break;
-      case Act::args_label: call.arguments += label; break;
+      case Act::tool_name:
+        call.name += bytes;
+        break;
+      case Act::tool_name_end:
+        name_done = true;
+        break;
+      case Act::args_raw:
+        call.arguments += bytes;
+        break;
+      case Act::args_string:
+        append_json_escaped(call.arguments, bytes);
+        break;
+      case Act::args_label:
+        call.arguments += label;
+        break;
       case Act::args_end:
         call.arguments += label;
         call.complete = true;
@@ -1151,9 +1242,13 @@ std::vector<ChatDelta> ChatStreamParser::finish() {
   return out;
 }
 
-bool ChatStreamParser::done() const { return impl_->stage == Stage::finished; }
+bool ChatStreamParser::done() const {
+  return impl_->stage == Stage::finished;
+}
 
-const ParsedChatMessage& ChatStreamParser::message() const { return impl_->msg; }
+const ParsedChatMessage& ChatStreamParser::message() const {
+  return impl_->msg;
+}
 
 ParsedChatMessage parse_chat_output(std::string_view text, const ChatParseOptions& options) {
   ChatStreamParser p(options);

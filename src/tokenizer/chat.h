@@ -1,7 +1,8 @@
 // tokenizer/chat.h — the DeepSeek-V4 chat format: requests rendered to prompt text, model output
 // parsed back into content / reasoning_content / tool calls (whole or streaming).
 //
-// Purpose: byte-identical prompts and parses to DeepSeek's own implementation, deepseek-recipe 0.2.0
+// Purpose: byte-identical prompts and parses to DeepSeek's own implementation, deepseek-recipe
+// 0.2.0
 // (`DeepseekV4Encoding.render_conversation`, `ChatCompletionRequest.convert`, `StreamProcessor`),
 // checked against vectors it produced (tests/data/chat/, tools/reference/make_chat_vectors.py).
 // docs/chat.md describes the format with examples and where it differs from the model repository's
@@ -9,9 +10,9 @@
 //
 // Pipeline: a Chat Completions request body (JSON text) -> parse_chat_request() validates it and
 // normalizes it into a ChatRequest (the checks DeepSeek's converter makes on the fields we support)
-// -> render_chat() -> RenderedPrompt {text, special_ranges}; the caller tokenizes (encode_prompt()).
-// Output: ChatStreamParser fed text deltas (or parse_chat_output() for whole text) with the
-// ChatParseOptions of the same request.
+// -> render_chat() -> RenderedPrompt {text, special_ranges}; the caller tokenizes
+// (encode_prompt()). Output: ChatStreamParser fed text deltas (or parse_chat_output() for whole
+// text) with the ChatParseOptions of the same request.
 //
 // Invariants:
 //   - render_chat() is a pure function of the ChatRequest; special_ranges are ascending, disjoint
@@ -120,7 +121,8 @@ Result<RenderedPrompt> render_chat(const ChatRequest& request);
 // tokenizer.encode(text, AddedTokens::none) — no added-token matching, as the reference does, so
 // a user who types "<think>" sends characters. Ids equal the reference's on every committed case.
 // Error if a special token is missing from the vocabulary.
-Result<std::vector<int32_t>> encode_prompt(const Tokenizer& tokenizer, const RenderedPrompt& prompt);
+Result<std::vector<int32_t>> encode_prompt(const Tokenizer& tokenizer,
+                                           const RenderedPrompt& prompt);
 
 // ---------------------------------------------------------------------------------------------
 // Output parsing
@@ -129,8 +131,13 @@ Result<std::vector<int32_t>> encode_prompt(const Tokenizer& tokenizer, const Ren
 // Where parsing begins (the prompt decides): reasoning_start after "<think>" (leading newlines
 // dropped), content_start after "</think>" (leading newlines dropped), the continuations for a
 // prefix message (newlines kept), tool_calls when the prompt opened the DSML block.
-enum class ChatStage { content_start, reasoning_start, reasoning_continuation, content_continuation,
-                       tool_calls };
+enum class ChatStage {
+  content_start,
+  reasoning_start,
+  reasoning_continuation,
+  content_continuation,
+  tool_calls
+};
 
 struct ChatParseOptions {
   ChatStage initial_stage = ChatStage::content_start;
@@ -151,14 +158,14 @@ struct ParsedChatMessage {
   std::string content;
   std::string reasoning_content;
   std::vector<ParsedToolCall> tool_calls;
-  bool stop_sequence = false;   // a stop sequence ended the answer
-  size_t skipped_invalid = 0;   // bytes dropped as invalid (an extra </think>, text after the end)
+  bool stop_sequence = false;  // a stop sequence ended the answer
+  size_t skipped_invalid = 0;  // bytes dropped as invalid (an extra </think>, text after the end)
 };
 
 struct ChatDelta {
   enum class Kind { reasoning, content, tool_call };
   Kind kind = Kind::content;
-  std::string text;         // reasoning / content
+  std::string text;          // reasoning / content
   ParsedToolCall tool_call;  // tool_call: a finished call (complete == false only from finish())
 };
 
@@ -168,7 +175,8 @@ struct ChatDelta {
 //   content:    "\n*<｜DSML｜" -> tool calls; a stop sequence -> finished; "</think>" skipped
 //   tool calls: `invoke name="NAME"` then parameters `parameter name="K" string="true|false">V`
 //               closed by "</｜DSML｜"; the invoke's "</｜DSML｜" ends the call; text between
-//               tags is skipped; "</｜DSML｜tool_calls>" (or V4.1's "</｜DSML｜ calls>") -> finished
+//               tags is skipped; "</｜DSML｜tool_calls>" (or V4.1's "</｜DSML｜ calls>") ->
+//               finished
 //   finished:   everything is skipped (counted in skipped_invalid)
 // Arguments are JSON: {"K": "V"} for string="true" (V escaped), {"K": V} (V verbatim) otherwise.
 class ChatStreamParser {

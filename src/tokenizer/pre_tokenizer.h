@@ -87,8 +87,8 @@ class PreTokenizer {
     for (size_t i = 0; i < ranges.size(); ++i) {
       Range r = ranges[i];
       if (r.end == r.begin) continue;
-      DSV4_RETURN_IF_ERROR(run_from(depth + 1, piece.substr(r.begin, r.end - r.begin), scratch,
-                                    emit, widened));
+      DSV4_RETURN_IF_ERROR(
+          run_from(depth + 1, piece.substr(r.begin, r.end - r.begin), scratch, emit, widened));
     }
     return ok_status();
   }

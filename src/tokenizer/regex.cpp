@@ -152,7 +152,9 @@ Result<std::string> translate_oniguruma_pattern(std::string_view p, bool widen) 
         case 'W':
         case 'H':
           if (in_class) return unsupported_at(fmt::format("\\{} inside a character class", d));
-          out.append("[^").append(d == 'W' ? word_members(widen) : std::string(kHexSet)).append("]");
+          out.append("[^")
+              .append(d == 'W' ? word_members(widen) : std::string(kHexSet))
+              .append("]");
           i += 2;
           continue;
         case 'b':
@@ -269,8 +271,8 @@ Result<Regex> Regex::compile(std::string_view pattern, bool literal, bool widen)
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()),
                                    translated.size(), options, &err, &err_off, nullptr);
   if (!code) {
-    return parse_error(fmt::format("regex does not compile at byte {}: {}", err_off,
-                                   pcre2_message(err)));
+    return parse_error(
+        fmt::format("regex does not compile at byte {}: {}", err_off, pcre2_message(err)));
   }
   Regex re;
   re.code_ = code;
@@ -281,9 +283,13 @@ Result<Regex> Regex::compile(std::string_view pattern, bool literal, bool widen)
   return re;
 }
 
-Regex::Scratch::Scratch() : md_(pcre2_match_data_create(1, nullptr)) { DSV4_CHECK(md_ != nullptr); }
+Regex::Scratch::Scratch() : md_(pcre2_match_data_create(1, nullptr)) {
+  DSV4_CHECK(md_ != nullptr);
+}
 
-Regex::Scratch::~Scratch() { pcre2_match_data_free(static_cast<pcre2_match_data*>(md_)); }
+Regex::Scratch::~Scratch() {
+  pcre2_match_data_free(static_cast<pcre2_match_data*>(md_));
+}
 
 Result<bool> Regex::search(std::string_view subject, size_t start, Scratch& scratch,
                            Match* m) const {

@@ -89,9 +89,11 @@ Status check_normalizer(const Json& n, std::string_view origin, const std::strin
                              fmt::format("normalizer '{}' is not supported (only identity)", type));
   }
   const Json* list = member(n, "normalizers");
-  if (!list || !list->is_array()) return field_error(origin, path + ".normalizers", "expected an array");
+  if (!list || !list->is_array())
+    return field_error(origin, path + ".normalizers", "expected an array");
   for (size_t i = 0; i < list->size(); ++i) {
-    DSV4_RETURN_IF_ERROR(check_normalizer((*list)[i], origin, fmt::format("{}.normalizers[{}]", path, i)));
+    DSV4_RETURN_IF_ERROR(
+        check_normalizer((*list)[i], origin, fmt::format("{}.normalizers[{}]", path, i)));
   }
   return ok_status();
 }
@@ -123,15 +125,15 @@ Status add_pre_tokenizer(const Json& p, std::string_view origin, const std::stri
       return field_error(origin, path + ".pretokenizers", "expected an array");
     }
     for (size_t i = 0; i < list->size(); ++i) {
-      DSV4_RETURN_IF_ERROR(add_pre_tokenizer((*list)[i], origin,
-                                             fmt::format("{}.pretokenizers[{}]", path, i), pre,
-                                             byte_level_seen));
+      DSV4_RETURN_IF_ERROR(add_pre_tokenizer(
+          (*list)[i], origin, fmt::format("{}.pretokenizers[{}]", path, i), pre, byte_level_seen));
     }
     return ok_status();
   }
   if (type == "Split") {
     const Json* pat = member(p, "pattern");
-    if (!pat || !pat->is_object()) return field_error(origin, path + ".pattern", "expected an object");
+    if (!pat || !pat->is_object())
+      return field_error(origin, path + ".pattern", "expected an object");
     PreTokenizerStep step;
     const Json* re = member(*pat, "Regex");
     const Json* lit = member(*pat, "String");
@@ -191,7 +193,6 @@ Status check_decoder(const Json& d, std::string_view origin) {
   }
   return ok_status();
 }
-
 
 // ---- SAX loading: tokenizer.json is ~6 MB, almost all of it model.vocab (128K entries) and
 // model.merges (128K pairs). Building a nlohmann DOM for those costs most of the load time
@@ -352,8 +353,8 @@ class TokenizerSax {
   }
   bool vocab_id(int64_t id) {
     if (id < 0 || id > std::numeric_limits<int32_t>::max() - 1) {
-      return fail(fmt::format("model.vocab[\"{}\"]: id must be an integer in [0, 2^31-2]",
-                              vocab_key_));
+      return fail(
+          fmt::format("model.vocab[\"{}\"]: id must be an integer in [0, 2^31-2]", vocab_key_));
     }
     streamed_->vocab->emplace_back(std::move(vocab_key_), static_cast<int32_t>(id));
     return true;
@@ -385,9 +386,9 @@ Result<BpeModel> parse_model(const Json& m, Streamed streamed, std::string_view 
   if (!m.is_object()) return field_error(origin, "model", "expected an object");
   const Json* type = member(m, "type");
   if (type && !(type->is_string() && type->get<std::string>() == "BPE")) {
-    return unsupported_field(origin, "model.type",
-                             fmt::format("model type {} is not supported (only BPE)",
-                                         type->dump()));
+    return unsupported_field(
+        origin, "model.type",
+        fmt::format("model type {} is not supported (only BPE)", type->dump()));
   }
   if (!streamed.vocab) return field_error(origin, "model.vocab", "missing or not an object");
   if (!streamed.merges) return field_error(origin, "model.merges", "missing or not an array");
@@ -478,8 +479,8 @@ Result<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json, std::str
     return parse_error(fmt::format("{}: not valid JSON: {}", origin, e.what()));
   }
   if (!parsed) {
-    return parse_error(fmt::format("{}: {}", origin,
-                                   sax.error().empty() ? "not valid JSON" : sax.error()));
+    return parse_error(
+        fmt::format("{}: {}", origin, sax.error().empty() ? "not valid JSON" : sax.error()));
   }
   if (!root.is_object()) return parse_error(fmt::format("{}: top level is not an object", origin));
 
@@ -495,7 +496,8 @@ Result<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json, std::str
   }
   const Json* pre = member(root, "pre_tokenizer");
   if (!pre || pre->is_null()) {
-    return unsupported_field(origin, "pre_tokenizer", "missing (a ByteLevel pre-tokenizer is required)");
+    return unsupported_field(origin, "pre_tokenizer",
+                             "missing (a ByteLevel pre-tokenizer is required)");
   }
   bool byte_level = false;
   DSV4_RETURN_IF_ERROR(add_pre_tokenizer(*pre, origin, "pre_tokenizer", &impl->pre, &byte_level));
@@ -549,10 +551,11 @@ Result<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json, std::str
     } catch (const Json::exception& e) {
       return parse_error(fmt::format("{}: not valid JSON: {}", cfg_origin, e.what()));
     }
-    if (!cfg.is_object()) return parse_error(fmt::format("{}: top level is not an object", cfg_origin));
+    if (!cfg.is_object())
+      return parse_error(fmt::format("{}: top level is not an object", cfg_origin));
     Tokenizer probe(std::move(impl));
-    for (auto [key, slot] : {std::pair{"bos_token", &probe.impl_->bos},
-                             std::pair{"eos_token", &probe.impl_->eos}}) {
+    for (auto [key, slot] :
+         {std::pair{"bos_token", &probe.impl_->bos}, std::pair{"eos_token", &probe.impl_->eos}}) {
       DSV4_ASSIGN_OR_RETURN(auto tok, config_token(cfg, key, cfg_origin));
       if (!tok) continue;
       auto id = probe.token_to_id(*tok);
@@ -570,8 +573,9 @@ Result<Tokenizer> Tokenizer::load(const std::string& path) {
   fs::path p(path);
   fs::path file = fs::is_directory(p, ec) ? p / "tokenizer.json" : p;
   if (!fs::exists(file, ec)) {
-    return not_found(fmt::format("{}: no such file{}", file.string(),
-                                 fs::is_directory(p, ec) ? " (model directory has no tokenizer.json)" : ""));
+    return not_found(
+        fmt::format("{}: no such file{}", file.string(),
+                    fs::is_directory(p, ec) ? " (model directory has no tokenizer.json)" : ""));
   }
   DSV4_ASSIGN_OR_RETURN(std::string text, read_file(file.string()));
   std::string config;
@@ -605,7 +609,8 @@ Status Tokenizer::Impl::encode_valid(std::string_view text, AddedTokens match,
 
 Result<std::vector<int32_t>> Tokenizer::encode(std::string_view text, AddedTokens match) const {
   if (text.size() >= std::numeric_limits<uint32_t>::max()) {
-    return invalid_argument(fmt::format("encode: text of {} bytes is too long (max 4 GiB)", text.size()));
+    return invalid_argument(
+        fmt::format("encode: text of {} bytes is too long (max 4 GiB)", text.size()));
   }
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 4 + 4);
@@ -616,8 +621,7 @@ Result<std::vector<int32_t>> Tokenizer::encode(std::string_view text, AddedToken
   while (pos < text.size()) {
     size_t good = utf8::valid_prefix_len(text.substr(pos));
     if (good > 0) {
-      DSV4_RETURN_IF_ERROR(
-          impl_->encode_valid(text.substr(pos, good), match, ps, bs, segs, &ids));
+      DSV4_RETURN_IF_ERROR(impl_->encode_valid(text.substr(pos, good), match, ps, bs, segs, &ids));
       pos += good;
     }
     if (pos >= text.size()) break;
@@ -638,8 +642,8 @@ Status Tokenizer::Impl::decode_into(std::span<const int32_t> ids, bool skip_spec
   for (size_t i = 0; i < ids.size(); ++i) {
     int32_t id = ids[i];
     if (id < 0 || id >= vocab_size || !(id_flags[static_cast<size_t>(id)] & kExists)) {
-      return invalid_argument(fmt::format("decode: ids[{}] = {} is not a token of {} (vocab size {})",
-                                          i, id, origin, vocab_size));
+      return invalid_argument(fmt::format(
+          "decode: ids[{}] = {} is not a token of {} (vocab size {})", i, id, origin, vocab_size));
     }
     if (skip_special && (id_flags[static_cast<size_t>(id)] & kSpecial)) continue;
     out->append(id_bytes[static_cast<size_t>(id)]);
@@ -676,20 +680,30 @@ std::optional<std::string_view> Tokenizer::id_to_token(int32_t id) const {
 }
 
 std::optional<std::string_view> Tokenizer::token_bytes(int32_t id) const {
-  if (id < 0 || id >= impl_->vocab_size || !(impl_->id_flags[static_cast<size_t>(id)] & Impl::kExists)) {
+  if (id < 0 || id >= impl_->vocab_size ||
+      !(impl_->id_flags[static_cast<size_t>(id)] & Impl::kExists)) {
     return std::nullopt;
   }
   return std::string_view(impl_->id_bytes[static_cast<size_t>(id)]);
 }
 
 bool Tokenizer::is_special(int32_t id) const {
-  return id >= 0 && id < impl_->vocab_size && (impl_->id_flags[static_cast<size_t>(id)] & Impl::kSpecial);
+  return id >= 0 && id < impl_->vocab_size &&
+         (impl_->id_flags[static_cast<size_t>(id)] & Impl::kSpecial);
 }
 
-int32_t Tokenizer::vocab_size() const { return impl_->vocab_size; }
-std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
-std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
-const std::vector<AddedToken>& Tokenizer::added_tokens() const { return impl_->added; }
+int32_t Tokenizer::vocab_size() const {
+  return impl_->vocab_size;
+}
+std::optional<int32_t> Tokenizer::bos_id() const {
+  return impl_->bos;
+}
+std::optional<int32_t> Tokenizer::eos_id() const {
+  return impl_->eos;
+}
+const std::vector<AddedToken>& Tokenizer::added_tokens() const {
+  return impl_->added;
+}
 
 // ---- StreamDecoder ----
 

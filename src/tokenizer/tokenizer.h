@@ -60,7 +60,7 @@ namespace dsv4::tokenizer {
 struct AddedToken {
   int32_t id = -1;
   std::string content;
-  bool special = false;      // skipped by decode(skip_special); not matched when parse_special=false
+  bool special = false;  // skipped by decode(skip_special); not matched when parse_special=false
   bool single_word = false;  // only matched when not inside a word (\w on either side)
   bool lstrip = false;       // swallows whitespace on its left
   bool rstrip = false;       // swallows whitespace on its right

@@ -151,7 +151,9 @@ void append_code_point(std::string& out, uint32_t cp) {
   }
 }
 
-uint32_t byte_to_code_point(uint8_t b) { return tables().to_cp[b]; }
+uint32_t byte_to_code_point(uint8_t b) {
+  return tables().to_cp[b];
+}
 
 int byte_from_code_point(uint32_t cp) {
   return cp < tables().from_cp.size() ? tables().from_cp[cp] : -1;

@@ -30,7 +30,9 @@ Unit next_unit(std::string_view s, size_t pos);
 // Length of the longest well-formed prefix of s.
 size_t valid_prefix_len(std::string_view s);
 
-inline bool is_valid(std::string_view s) { return valid_prefix_len(s) == s.size(); }
+inline bool is_valid(std::string_view s) {
+  return valid_prefix_len(s) == s.size();
+}
 
 // Appends s to out with every invalid or truncated unit replaced by U+FFFD (EF BF BD).
 void append_lossy(std::string& out, std::string_view s);

@@ -11,8 +11,8 @@ TEST(Units, ParseCount) {
   EXPECT_EQ(*parse_count("160k"), 163840u);
   EXPECT_EQ(*parse_count("1M"), 1048576u);
   EXPECT_EQ(*parse_count("2G"), 2147483648u);
-  for (const char* bad : {"", "K", "-1", "1.5M", "12x", "0", " 1", "99999999999999999999",
-                          "18014398509481984G"}) {
+  for (const char* bad :
+       {"", "K", "-1", "1.5M", "12x", "0", " 1", "99999999999999999999", "18014398509481984G"}) {
     EXPECT_FALSE(parse_count(bad).ok()) << bad;
   }
   EXPECT_EQ(*parse_count("0", /*allow_zero=*/true), 0u);

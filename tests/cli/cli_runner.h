@@ -37,7 +37,8 @@ inline std::string slurp(const std::filesystem::path& p) {
 }
 
 // Runs `dsv4 <args...>`; scratch_dir receives the captured stdout/stderr files.
-inline CliRun run_dsv4(const std::vector<std::string>& args, const std::filesystem::path& scratch_dir) {
+inline CliRun run_dsv4(const std::vector<std::string>& args,
+                       const std::filesystem::path& scratch_dir) {
   std::string cmd = shell_quote(DSV4_CLI);
   for (const auto& a : args) {
     cmd += ' ';

@@ -89,8 +89,8 @@ TEST_F(KvCli, DefaultTable) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.err, "");
   for (const char* s : {"DeepSeek-V3.2", "DeepSeek-V3.2 (no indexer)", "DeepSeek-V4-Flash",
-                        "DeepSeek-V4-Pro", "GQA-baseline", "128K", "160K", "1M", "bf16:",
-                        "official:", "B/token", "vs V3.2@1M", "vs GQA@1M"})
+                        "DeepSeek-V4-Pro", "GQA-baseline", "128K", "160K", "1M",
+                        "bf16:", "official:", "B/token", "vs V3.2@1M", "vs GQA@1M"})
     EXPECT_NE(r.out.find(s), std::string::npos) << s;
   // V3.2's MLA cache alone in bf16 at 1M tokens: 1152 B x 61 layers x 2^20 = 68.625 GiB.
   EXPECT_NE(r.out.find("68.625 GiB"), std::string::npos);
@@ -106,9 +106,8 @@ TEST_F(KvCli, JsonV32Figures) {
   ASSERT_NE(v32, nullptr);
   EXPECT_EQ((*v32)["num_hidden_layers"], 61);
   // bf16 without indexer keys: exactly (512 latent + 64 rope) x 2 B = 1152 B/token/layer x 61.
-  for (auto [n, gib] : {std::pair<uint64_t, double>{131072, 8.578125},
-                        {163840, 10.72265625},
-                        {1048576, 68.625}}) {
+  for (auto [n, gib] :
+       {std::pair<uint64_t, double>{131072, 8.578125}, {163840, 10.72265625}, {1048576, 68.625}}) {
     const json* c = find_ctx(*v32, "bf16", n);
     ASSERT_NE(c, nullptr);
     EXPECT_EQ((*c)["bytes_without_indexer"].get<uint64_t>(), 1152 * 61 * n);
@@ -168,10 +167,12 @@ TEST_F(KvCli, ConfigPathsAndOptions) {
   const json* llama = find_model(j, kConfigs + "llama3_8b.json");
   ASSERT_NE(llama, nullptr);
   // Llama-3-8B: 32 layers x (K + V) x 8 KV heads x 128 dims x 2 B.
-  EXPECT_EQ((*find_ctx(*llama, "bf16", 4096))["bytes"].get<uint64_t>(), 32u * 2 * 8 * 128 * 2 * 4096);
+  EXPECT_EQ((*find_ctx(*llama, "bf16", 4096))["bytes"].get<uint64_t>(),
+            32u * 2 * 8 * 128 * 2 * 4096);
   // --mtp adds V4-Flash's sliding-window MTP layer (128 raw entries of 1024 B in bf16).
   json a = run_json({kConfigs + "deepseek_v4_flash.json", "--scheme", "bf16", "--ctx", "1M"});
-  json b = run_json({kConfigs + "deepseek_v4_flash.json", "--scheme", "bf16", "--ctx", "1M", "--mtp"});
+  json b =
+      run_json({kConfigs + "deepseek_v4_flash.json", "--scheme", "bf16", "--ctx", "1M", "--mtp"});
   EXPECT_EQ(b["mtp_layers_included"], true);
   EXPECT_EQ(b["models"][0]["schemes"][0]["contexts"][0]["bytes"].get<uint64_t>() -
                 a["models"][0]["schemes"][0]["contexts"][0]["bytes"].get<uint64_t>(),
@@ -181,8 +182,8 @@ TEST_F(KvCli, ConfigPathsAndOptions) {
 TEST_F(KvCli, PerLayerAndCsv) {
   CliRun t = run({"--per-layer", "--scheme", "official", "--ctx", "1M"});
   ASSERT_EQ(t.exit_code, 0) << t.err;
-  for (const char* s : {"21 x csa", "20 x hca", "2 x sliding_window", "61 x mla_indexer", "kv 584 B/4",
-                        "key 68 B/4", "61 x gqa"})
+  for (const char* s : {"21 x csa", "20 x hca", "2 x sliding_window", "61 x mla_indexer",
+                        "kv 584 B/4", "key 68 B/4", "61 x gqa"})
     EXPECT_NE(t.out.find(s), std::string::npos) << s << "\n" << t.out;
 
   CliRun c = run({"--csv", "--per-layer", "--ctx", "4K,1M"});
@@ -196,11 +197,15 @@ TEST_F(KvCli, PerLayerAndCsv) {
   bool saw_v32 = false;
   while (std::getline(in, line)) {
     EXPECT_EQ(static_cast<size_t>(std::count(line.begin(), line.end(), ',')) + 1, columns) << line;
-    if (line.find(",all,") != std::string::npos) ++all_rows; else ++kind_rows;
+    if (line.find(",all,") != std::string::npos)
+      ++all_rows;
+    else
+      ++kind_rows;
     // V3.2 bf16 at 1M: 85888 B/token with indexer keys = 61 x (1152 + 256).
     if (line.rfind("DeepSeek-V3.2,bf16,1048576,all,61,", 0) == 0) {
       saw_v32 = true;
-      EXPECT_NE(line.find("," + std::to_string(uint64_t{85888} * kM) + ","), std::string::npos) << line;
+      EXPECT_NE(line.find("," + std::to_string(uint64_t{85888} * kM) + ","), std::string::npos)
+          << line;
     }
   }
   EXPECT_TRUE(saw_v32);
@@ -238,8 +243,10 @@ bool well_formed(const std::string& s, std::string* why, std::vector<std::string
     char quote = 0;
     for (; j < s.size(); ++j) {
       if (quote) {
-        if (s[j] == quote) quote = 0;
-        else if (s[j] == '<') return *why = "'<' inside an attribute", false;
+        if (s[j] == quote)
+          quote = 0;
+        else if (s[j] == '<')
+          return *why = "'<' inside an attribute", false;
       } else if (s[j] == '"' || s[j] == '\'') {
         quote = s[j];
       } else if (s[j] == '>') {
@@ -253,8 +260,7 @@ bool well_formed(const std::string& s, std::string* why, std::vector<std::string
     if (tag.empty()) return *why = "empty tag", false;
     if (tag[0] == '/') {
       std::string name = tag.substr(1);
-      if (stack.empty() || stack.back() != name)
-        return *why = "mismatched </" + name + ">", false;
+      if (stack.empty() || stack.back() != name) return *why = "mismatched </" + name + ">", false;
       stack.pop_back();
     } else {
       bool self_closing = tag.back() == '/';
@@ -298,7 +304,8 @@ TEST_F(KvCli, PlotWritesAValidSvg) {
   for (const char* tick : {">1K<", ">1M<"}) EXPECT_NE(svg.find(tick), std::string::npos) << tick;
   // No temp file is left next to the plot.
   int files = 0;
-  for (const auto& e : fs::directory_iterator(dir_)) files += e.path().filename().string().rfind("kv.svg", 0) == 0;
+  for (const auto& e : fs::directory_iterator(dir_))
+    files += e.path().filename().string().rfind("kv.svg", 0) == 0;
   EXPECT_EQ(files, 1);
 
   // Names from paths are escaped.
@@ -331,11 +338,12 @@ TEST_F(KvCli, BadInputs) {
   expect_one_line_error({"--json", "--csv"}, "mutually exclusive");
   expect_one_line_error({"--plot", (dir_ / "missing_dir" / "x.svg").string()}, "--plot");
   // A config whose dims have no deployed layout: an error under `official` only.
-  expect_one_line_error({kConfigs + "deepseek_v4_tiny.json", "--scheme", "official"}, "index_head_dim");
+  expect_one_line_error({kConfigs + "deepseek_v4_tiny.json", "--scheme", "official"},
+                        "index_head_dim");
   EXPECT_EQ(run({kConfigs + "deepseek_v4_tiny.json", "--scheme", "bf16"}).exit_code, 0);
   // Sizes whose byte counts do not fit in 64 bits.
-  expect_one_line_error({kConfigs + "llama3_8b.json", "--ctx", "1000000000000000", "--scheme", "f32"},
-                        "overflow");
+  expect_one_line_error(
+      {kConfigs + "llama3_8b.json", "--ctx", "1000000000000000", "--scheme", "f32"}, "overflow");
   // Options CLI11 rejects: non-zero, not a crash (CLI11 prints its own usage text).
   CliRun bogus = run({"--bogus"});
   EXPECT_GT(bogus.exit_code, 0);

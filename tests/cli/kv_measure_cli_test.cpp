@@ -14,7 +14,9 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::string fixture(const char* name) { return std::string(DSV4_TEST_DATA_DIR) + "/fixtures/" + name; }
+std::string fixture(const char* name) {
+  return std::string(DSV4_TEST_DATA_DIR) + "/fixtures/" + name;
+}
 
 class KvMeasureCli : public ::testing::Test {
  protected:

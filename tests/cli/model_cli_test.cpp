@@ -29,8 +29,9 @@ class ModelCli : public ::testing::Test {
 
   // A copy of the tiny fixture whose checkpoint is rewritten through `edit`, which may drop
   // or change tensors (return false to drop one).
-  fs::path edited_copy(const std::string& name,
-                       const std::function<bool(const formats::TensorView&, std::vector<int64_t>&)>& edit) {
+  fs::path edited_copy(
+      const std::string& name,
+      const std::function<bool(const formats::TensorView&, std::vector<int64_t>&)>& edit) {
     fs::path out = dir_ / name;
     fs::create_directories(out);
     fs::copy_file(kTiny / "config.json", out / "config.json");
@@ -73,10 +74,11 @@ TEST_F(ModelCli, InspectNamesMissingTensor) {
 }
 
 TEST_F(ModelCli, InspectNamesMisShapedTensor) {
-  fs::path d = edited_copy("misshaped", [](const formats::TensorView& t, std::vector<int64_t>& shape) {
-    if (t.name == "layers.0.attn.attn_sink") shape = {1, shape[0]};
-    return true;
-  });
+  fs::path d =
+      edited_copy("misshaped", [](const formats::TensorView& t, std::vector<int64_t>& shape) {
+        if (t.name == "layers.0.attn.attn_sink") shape = {1, shape[0]};
+        return true;
+      });
   CliRun r = run({"inspect", d.string()});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("layers.0.attn.attn_sink"), std::string::npos) << r.err;
@@ -108,7 +110,8 @@ TEST_F(ModelCli, RunBadInput) {
     EXPECT_GT(r.exit_code, 0) << args[4];
     EXPECT_LT(r.exit_code, 128);
     // Progress lines may precede it; the error is one line starting "dsv4: ".
-    EXPECT_TRUE(r.err.rfind("dsv4: ", 0) == 0 || r.err.find("\ndsv4: ") != std::string::npos) << r.err;
+    EXPECT_TRUE(r.err.rfind("dsv4: ", 0) == 0 || r.err.find("\ndsv4: ") != std::string::npos)
+        << r.err;
   }
 }
 

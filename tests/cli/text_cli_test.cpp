@@ -136,9 +136,11 @@ TEST_F(TextCli, StopStringsEndTheAnswer) {
     ASSERT_GT(full.out.size(), 10u);
     // A stop string from the middle of the greedy answer (one whole UTF-8 character).
     size_t cut = full.out.size() / 2;
-    while (cut < full.out.size() && (static_cast<unsigned char>(full.out[cut]) & 0xC0) == 0x80) ++cut;
+    while (cut < full.out.size() && (static_cast<unsigned char>(full.out[cut]) & 0xC0) == 0x80)
+      ++cut;
     size_t end = cut + 1;
-    while (end < full.out.size() && (static_cast<unsigned char>(full.out[end]) & 0xC0) == 0x80) ++end;
+    while (end < full.out.size() && (static_cast<unsigned char>(full.out[end]) & 0xC0) == 0x80)
+      ++end;
     const std::string stop = full.out.substr(cut, end - cut);
     args.insert(args.end(), {"--stop", stop});
     CliRun stopped = run(args);
@@ -215,13 +217,17 @@ TEST_F(TextCli, BrokenModelDirectoriesNameTheFile) {
 
 // Three piped turns: turns 2 and 3 re-use the KV of everything before them; /reset starts over.
 TEST_F(TextCli, ChatReusesTheSessionAcrossTurns) {
-  CliRun r = chat("Hello there\n\nWhat is two plus two?\nAnd three plus three?\n/reset\nHi again\n/exit\nignored\n",
-                  {"-n", "8"});
+  CliRun r = chat(
+      "Hello there\n\nWhat is two plus two?\nAnd three plus three?\n/reset\nHi "
+      "again\n/exit\nignored\n",
+      {"-n", "8"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::regex turn_re("turn (\\d+): prompt (\\d+) tokens, reused (\\d+), prefilled (\\d+)");
   std::vector<std::array<long, 4>> turns;
-  for (auto it = std::sregex_iterator(r.err.begin(), r.err.end(), turn_re); it != std::sregex_iterator(); ++it) {
-    turns.push_back({std::stol((*it)[1]), std::stol((*it)[2]), std::stol((*it)[3]), std::stol((*it)[4])});
+  for (auto it = std::sregex_iterator(r.err.begin(), r.err.end(), turn_re);
+       it != std::sregex_iterator(); ++it) {
+    turns.push_back(
+        {std::stol((*it)[1]), std::stol((*it)[2]), std::stol((*it)[3]), std::stol((*it)[4])});
   }
   ASSERT_EQ(turns.size(), 4u) << r.err;  // the empty line is skipped, /exit ends before "ignored"
   EXPECT_EQ(turns[0][0], 1);
@@ -230,7 +236,8 @@ TEST_F(TextCli, ChatReusesTheSessionAcrossTurns) {
     EXPECT_EQ(turns[static_cast<size_t>(i)][0], i + 1);
     // Reused: the previous prompt and its answer (all evaluated tokens of the session).
     EXPECT_GT(turns[static_cast<size_t>(i)][2], turns[static_cast<size_t>(i) - 1][1]) << r.err;
-    EXPECT_EQ(turns[static_cast<size_t>(i)][2] + turns[static_cast<size_t>(i)][3], turns[static_cast<size_t>(i)][1]);
+    EXPECT_EQ(turns[static_cast<size_t>(i)][2] + turns[static_cast<size_t>(i)][3],
+              turns[static_cast<size_t>(i)][1]);
     EXPECT_GT(turns[static_cast<size_t>(i)][1], turns[static_cast<size_t>(i) - 1][1]);
   }
   EXPECT_EQ(r.err.find("fresh state"), std::string::npos) << r.err;
@@ -242,8 +249,10 @@ TEST_F(TextCli, ChatReusesTheSessionAcrossTurns) {
   EXPECT_GE(std::count(r.out.begin(), r.out.end(), '\n'), 4);
 
   // Same input, same output (greedy).
-  CliRun again = chat("Hello there\n\nWhat is two plus two?\nAnd three plus three?\n/reset\nHi again\n/exit\nignored\n",
-                      {"-n", "8"});
+  CliRun again = chat(
+      "Hello there\n\nWhat is two plus two?\nAnd three plus three?\n/reset\nHi "
+      "again\n/exit\nignored\n",
+      {"-n", "8"});
   EXPECT_EQ(again.out, r.out);
   // Unknown commands are reported and skipped.
   CliRun unknown = chat("/nope\nhi\n", {"-n", "2"});

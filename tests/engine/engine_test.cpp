@@ -241,7 +241,8 @@ TEST_F(EngineTest, SetPromptReusesCommonPrefix) {
 // the new user message and the generation prompt are prefilled.
 TEST_F(EngineTest, ChatTurnsReuseTheSession) {
   auto s = engine_->new_session();
-  ChatRequest conv = conversation({{ChatRole::system, "Be brief."}, {ChatRole::user, "Hello there"}});
+  ChatRequest conv =
+      conversation({{ChatRole::system, "Be brief."}, {ChatRole::user, "Hello there"}});
   auto rendered = tokenizer::render_chat(conv);
   ASSERT_TRUE(rendered.ok());
   auto canonical = tokenizer::encode_prompt(engine_->tokenizer(), *rendered);
@@ -250,7 +251,7 @@ TEST_F(EngineTest, ChatTurnsReuseTheSession) {
   ASSERT_TRUE(first.ok());
   EXPECT_EQ(*first, *canonical);  // nothing in the session yet
 
-  bool prev_exact = false;   // the previous answer's text was recorded unchanged
+  bool prev_exact = false;  // the previous answer's text was recorded unchanged
   int64_t prev_evaluated = 0;
   int exact_turns = 0;
   for (int turn = 1; turn <= 3; ++turn) {
@@ -469,14 +470,17 @@ TEST_F(EngineLoadErrors, NamesTheFile) {
         << e.status().message();
   }
   {
-    auto d = make_dir("broken_tokenizer", {"config.json", "model.safetensors", "tokenizer_config.json"});
+    auto d =
+        make_dir("broken_tokenizer", {"config.json", "model.safetensors", "tokenizer_config.json"});
     write(d / "tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": ");
     auto e = Engine::load(d.string());
     ASSERT_FALSE(e.ok());
-    EXPECT_NE(e.status().message().find("tokenizer.json"), std::string::npos) << e.status().message();
+    EXPECT_NE(e.status().message().find("tokenizer.json"), std::string::npos)
+        << e.status().message();
   }
   {
-    auto d = make_dir("no_config", {"model.safetensors", "tokenizer.json", "tokenizer_config.json"});
+    auto d =
+        make_dir("no_config", {"model.safetensors", "tokenizer.json", "tokenizer_config.json"});
     auto e = Engine::load(d.string());
     ASSERT_FALSE(e.ok());
     EXPECT_NE(e.status().message().find("config.json"), std::string::npos) << e.status().message();
@@ -497,8 +501,10 @@ TEST_F(EngineLoadErrors, NamesTheFile) {
     auto e = Engine::load(d.string());
     ASSERT_FALSE(e.ok());
     EXPECT_EQ(e.status().code(), ErrorCode::invalid_argument);
-    EXPECT_NE(e.status().message().find("tokenizer.json"), std::string::npos) << e.status().message();
-    EXPECT_NE(e.status().message().find("vocab_size 256"), std::string::npos) << e.status().message();
+    EXPECT_NE(e.status().message().find("tokenizer.json"), std::string::npos)
+        << e.status().message();
+    EXPECT_NE(e.status().message().find("vocab_size 256"), std::string::npos)
+        << e.status().message();
   }
 }
 

@@ -196,9 +196,8 @@ TEST(Sampling, TopPOnALargeVocabularyEqualsAFullSort) {
     const auto p = softmax(l, 1.0);
     std::vector<int32_t> idx(l.size());
     for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int32_t>(i);
-    std::sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) {
-      return p[a] != p[b] ? p[a] > p[b] : a < b;
-    });
+    std::sort(idx.begin(), idx.end(),
+              [&](int32_t a, int32_t b) { return p[a] != p[b] ? p[a] > p[b] : a < b; });
     std::set<int32_t> want;
     double mass = 0;
     for (int32_t i : idx) {
@@ -236,8 +235,10 @@ TEST(Sampling, PenaltiesChangeExactlyTheIntendedLogits) {
   EXPECT_EQ(l, (std::vector<float>{1.75f, -2.25f, -0.25f, 1.0f, -1.0f}));
 
   l = base;  // repetition first, then frequency + presence
-  ASSERT_TRUE(apply_penalties(l, history, {.repetition_penalty = 2.0f, .presence_penalty = 1.0f,
-                                           .frequency_penalty = 1.0f}).ok());
+  ASSERT_TRUE(apply_penalties(
+                  l, history,
+                  {.repetition_penalty = 2.0f, .presence_penalty = 1.0f, .frequency_penalty = 1.0f})
+                  .ok());
   EXPECT_EQ(l, (std::vector<float>{-3.0f, -6.0f, -2.0f, 1.0f, -1.0f}));
 
   l = base;
@@ -252,11 +253,20 @@ TEST(Sampling, PenaltiesChangeExactlyTheIntendedLogits) {
 TEST(Sampling, ParameterValidation) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float inf = std::numeric_limits<float>::infinity();
-  for (const SamplingParams& p : std::vector<SamplingParams>{
-           {.temperature = -0.1f}, {.temperature = nan}, {.temperature = inf}, {.top_k = -1},
-           {.top_p = 0.0f}, {.top_p = 1.01f}, {.top_p = nan}, {.min_p = -0.1f}, {.min_p = 1.5f},
-           {.repetition_penalty = 0.0f}, {.repetition_penalty = -1.0f},
-           {.repetition_penalty = inf}, {.presence_penalty = nan}, {.frequency_penalty = inf}}) {
+  for (const SamplingParams& p : std::vector<SamplingParams>{{.temperature = -0.1f},
+                                                             {.temperature = nan},
+                                                             {.temperature = inf},
+                                                             {.top_k = -1},
+                                                             {.top_p = 0.0f},
+                                                             {.top_p = 1.01f},
+                                                             {.top_p = nan},
+                                                             {.min_p = -0.1f},
+                                                             {.min_p = 1.5f},
+                                                             {.repetition_penalty = 0.0f},
+                                                             {.repetition_penalty = -1.0f},
+                                                             {.repetition_penalty = inf},
+                                                             {.presence_penalty = nan},
+                                                             {.frequency_penalty = inf}}) {
     auto s = Sampler::create(p);
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.status().code(), ErrorCode::invalid_argument);

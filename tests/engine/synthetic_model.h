@@ -31,8 +31,10 @@ inline Result<std::filesystem::path> make_synthetic_model() {
   DSV4_ASSIGN_OR_RETURN(std::string preset, model::synth_preset_json("tiny"));
   model::SynthOverrides ov;
   ov.vocab = kSyntheticVocab;
-  DSV4_ASSIGN_OR_RETURN(std::string config, model::apply_synth_overrides(preset, ov, "preset tiny"));
-  DSV4_ASSIGN_OR_RETURN(formats::ModelConfig cfg, formats::parse_model_config(config, "preset tiny"));
+  DSV4_ASSIGN_OR_RETURN(std::string config,
+                        model::apply_synth_overrides(preset, ov, "preset tiny"));
+  DSV4_ASSIGN_OR_RETURN(formats::ModelConfig cfg,
+                        formats::parse_model_config(config, "preset tiny"));
 
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
@@ -43,7 +45,8 @@ inline Result<std::filesystem::path> make_synthetic_model() {
   mix(config);
   mix(std::to_string(ec ? 0 : fs::file_size(exe, ec)));
   mix(std::to_string(ec ? 0 : fs::last_write_time(exe, ec).time_since_epoch().count()));
-  const fs::path root = fs::path(DSV4_BINARY_DIR) / "test_models" / (ec ? "unknown" : exe.filename().string());
+  const fs::path root =
+      fs::path(DSV4_BINARY_DIR) / "test_models" / (ec ? "unknown" : exe.filename().string());
   const std::string name = fmt::format("tiny_vocab{}_{:016x}", kSyntheticVocab, h);
   const fs::path dir = root / name;
   if (fs::exists(dir / "config.json", ec) && fs::exists(dir / "tokenizer.json", ec)) return dir;

@@ -18,11 +18,11 @@ struct SpecRow {
   int bits;
 };
 constexpr SpecRow kSpec[] = {
-    {"BOOL", 8},    {"F4", 4},        {"F6_E2M3", 6},     {"F6_E3M2", 6},     {"U8", 8},
-    {"I8", 8},      {"F8_E5M2", 8},   {"F8_E4M3", 8},     {"F8_E8M0", 8},     {"F8_E4M3FNUZ", 8},
-    {"F8_E5M2FNUZ", 8}, {"I16", 16},  {"U16", 16},        {"F16", 16},        {"BF16", 16},
-    {"I32", 32},    {"U32", 32},      {"F32", 32},        {"C64", 64},        {"F64", 64},
-    {"I64", 64},    {"U64", 64},
+    {"BOOL", 8},        {"F4", 4},      {"F6_E2M3", 6}, {"F6_E3M2", 6}, {"U8", 8},
+    {"I8", 8},          {"F8_E5M2", 8}, {"F8_E4M3", 8}, {"F8_E8M0", 8}, {"F8_E4M3FNUZ", 8},
+    {"F8_E5M2FNUZ", 8}, {"I16", 16},    {"U16", 16},    {"F16", 16},    {"BF16", 16},
+    {"I32", 32},        {"U32", 32},    {"F32", 32},    {"C64", 64},    {"F64", 64},
+    {"I64", 64},        {"U64", 64},
 };
 
 TEST(DType, EverySafetensorsCodeMapsAndRoundTrips) {
@@ -80,7 +80,9 @@ int64_t bytes_of(DType t, std::vector<int64_t> shape) {
   return r.ok() ? *r : -1;
 }
 
-Status bytes_error(DType t, std::vector<int64_t> shape) { return dtype_bytes(t, shape).status(); }
+Status bytes_error(DType t, std::vector<int64_t> shape) {
+  return dtype_bytes(t, shape).status();
+}
 
 TEST(DType, BytesForShapes) {
   EXPECT_EQ(bytes_of(DType::f32, {2, 3}), 24);

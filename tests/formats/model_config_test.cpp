@@ -101,7 +101,7 @@ TEST(ModelConfig, PublishedV4Flash) {
   ASSERT_EQ(c.layer_types.size(), 43u);
   ASSERT_EQ(c.compress_ratios.size(), 43u);
   for (int i = 0; i < 43; ++i) {
-    const AT want = i < 2 ? AT::sliding_attention
+    const AT want = i < 2        ? AT::sliding_attention
                     : i % 2 == 0 ? AT::compressed_sparse_attention
                                  : AT::heavily_compressed_attention;
     EXPECT_EQ(c.layer_types[i], want) << "layer " << i;
@@ -207,8 +207,8 @@ TEST(ModelConfig, V4LegacyAndTransformersKnobs) {
   EXPECT_DOUBLE_EQ(c.partial_rotary_factor, 0.125);
   // num_hash_layers builds the MoE schedule; explicit mlp_layer_types are taken as given.
   c = parse_ok(v4(R"("num_hash_layers": 1)"));
-  EXPECT_EQ(c.mlp_layer_types, (std::vector<MlpType>{MlpType::hash_moe, MlpType::moe,
-                                                     MlpType::moe, MlpType::moe}));
+  EXPECT_EQ(c.mlp_layer_types,
+            (std::vector<MlpType>{MlpType::hash_moe, MlpType::moe, MlpType::moe, MlpType::moe}));
   c = parse_ok(v4(R"("mlp_layer_types": ["hash_moe", "hash_moe", "moe", "moe"])"));
   EXPECT_EQ(c.num_hash_layers, 2);
   // The file's MTP entries give the MTP layers' types.
@@ -217,7 +217,8 @@ TEST(ModelConfig, V4LegacyAndTransformersKnobs) {
   EXPECT_EQ(c.mtp_layer_types,
             (std::vector<AT>{AT::heavily_compressed_attention, AT::sliding_attention}));
   // Flat rope_parameters carry the YaRN parameters too.
-  c = parse_ok(v4(R"("rope_parameters": {"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": 4096})"));
+  c = parse_ok(v4(
+      R"("rope_parameters": {"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": 4096})"));
   EXPECT_EQ(c.rope_scaling.type, "yarn");
   EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 4.0);
   // null where the reference allows None.
@@ -235,16 +236,20 @@ TEST(ModelConfig, V4Rejections) {
   expect_error(v4(R"("compress_ratios": [0, 4, 128])"), inv, "compress_ratios");
   expect_error(v4(R"("compress_ratios": [0, 4, 128, 4, 0])"), inv, "compress_ratios");
   expect_error(v4(R"("compress_ratios": {"0": 4})"), inv, "compress_ratios");
-  expect_error(R"({"model_type": "deepseek_v4", "num_hidden_layers": 43, "num_nextn_predict_layers": 1,
-      "compress_ratios": [0, 0, 0]})", inv, "num_hidden_layers + num_nextn_predict_layers");
+  expect_error(
+      R"({"model_type": "deepseek_v4", "num_hidden_layers": 43, "num_nextn_predict_layers": 1,
+      "compress_ratios": [0, 0, 0]})",
+      inv, "num_hidden_layers + num_nextn_predict_layers");
   // layer_types / mlp_layer_types.
-  expect_error(v4(R"("layer_types": ["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"])"),
-               inv, "layer_types[1]");
+  expect_error(
+      v4(R"("layer_types": ["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"])"),
+      inv, "layer_types[1]");
   expect_error(v4(R"("layer_types": ["sliding_attention"])"), inv, "layer_types");
   expect_error(v4(R"("compress_ratios": [0, 4, 128, 4], "layer_types": ["sliding_attention",
       "compressed_sparse_attention", "compressed_sparse_attention", "compressed_sparse_attention"])"),
                inv, "layer_types[2]");
-  expect_error(v4(R"("mlp_layer_types": ["moe", "dense", "moe", "moe"])"), inv, "mlp_layer_types[1]");
+  expect_error(v4(R"("mlp_layer_types": ["moe", "dense", "moe", "moe"])"), inv,
+               "mlp_layer_types[1]");
   expect_error(v4(R"("num_hash_layers": 2, "mlp_layer_types": ["hash_moe", "moe", "moe", "moe"])"),
                inv, "mlp_layer_types[1]");
   // Dimensions.
@@ -259,16 +264,21 @@ TEST(ModelConfig, V4Rejections) {
   expect_error(v4(R"("head_dim": 512.5)"), inv, "head_dim");
   expect_error(v4(R"("head_dim": null)"), inv, "head_dim");
   expect_error(v4(R"("sliding_window": 0)"), inv, "sliding_window");
-  expect_error(R"({"model_type": "deepseek_v4", "num_hidden_layers": 0})", inv, "num_hidden_layers");
+  expect_error(R"({"model_type": "deepseek_v4", "num_hidden_layers": 0})", inv,
+               "num_hidden_layers");
   expect_error(R"({"model_type": "deepseek_v4", "num_hidden_layers": 100000000000})", inv,
                "num_hidden_layers");
-  expect_error(R"({"model_type": "deepseek_v4", "num_hidden_layers": 1e30})", inv, "num_hidden_layers");
+  expect_error(R"({"model_type": "deepseek_v4", "num_hidden_layers": 1e30})", inv,
+               "num_hidden_layers");
   expect_error(v4(R"("vocab_size": 99999999999999999999999)"), inv, "vocab_size");
   // The lightning indexer needs sizes whenever a layer is CSA.
   expect_error(v4(R"("compress_ratios": [0, 4, 128, 0], "index_topk": 0)"), inv, "index_topk");
-  expect_error(v4(R"("compress_ratios": [0, 4, 128, 0], "index_n_heads": 0)"), inv, "index_n_heads");
-  expect_error(v4(R"("compress_ratios": [0, 4, 128, 0], "index_head_dim": 0)"), inv, "index_head_dim");
-  EXPECT_TRUE(parse_model_config(v4(R"("compress_ratios": [0, 128, 128, 0], "index_topk": 0)"), "t").ok())
+  expect_error(v4(R"("compress_ratios": [0, 4, 128, 0], "index_n_heads": 0)"), inv,
+               "index_n_heads");
+  expect_error(v4(R"("compress_ratios": [0, 4, 128, 0], "index_head_dim": 0)"), inv,
+               "index_head_dim");
+  EXPECT_TRUE(
+      parse_model_config(v4(R"("compress_ratios": [0, 128, 128, 0], "index_topk": 0)"), "t").ok())
       << "index_topk 0 is fine without CSA layers";
   // Other invariants and types.
   expect_error(v4(R"("num_key_value_heads": 2)"), ErrorCode::unsupported, "num_key_value_heads");
@@ -278,7 +288,8 @@ TEST(ModelConfig, V4Rejections) {
   expect_error(v4(R"("norm_topk_prob": "yes")"), inv, "norm_topk_prob");
   expect_error(v4(R"("rms_norm_eps": 0)"), inv, "rms_norm_eps");
   expect_error(v4(R"("rope_scaling": [16])"), inv, "rope_scaling");
-  expect_error(v4(R"("rope_scaling": {"type": "yarn", "factor": "16"})"), inv, "rope_scaling.factor");
+  expect_error(v4(R"("rope_scaling": {"type": "yarn", "factor": "16"})"), inv,
+               "rope_scaling.factor");
   expect_error(v4(R"("rope_scaling": {"type": "yarn", "factor": 0})"), inv, "rope_scaling.factor");
   expect_error(v4(R"("compress_rates": {"compressed_sparse_attention": 0})"), inv,
                "compress_rates.compressed_sparse_attention");
@@ -288,7 +299,8 @@ TEST(ModelConfig, V4Rejections) {
 }
 
 TEST(ModelConfig, MalformedAndUnknown) {
-  auto c = parse_model_config("{\n  \"model_type\": \"deepseek_v4\",\n  \"x\": [1, 2\n", "bad.json");
+  auto c =
+      parse_model_config("{\n  \"model_type\": \"deepseek_v4\",\n  \"x\": [1, 2\n", "bad.json");
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), ErrorCode::parse_error);
   EXPECT_NE(c.status().message().find("bad.json: malformed JSON at line"), std::string::npos)
@@ -399,7 +411,8 @@ TEST(ModelConfig, Gqa) {
   EXPECT_EQ(q.layer_sliding_window, std::vector<int64_t>(28, 0));
   ModelConfig qs = load_ok("qwen2_sliding_tiny.json");
   EXPECT_EQ(qs.layer_sliding_window, (std::vector<int64_t>{0, 0, 64, 64}));
-  ModelConfig qt = parse_ok(R"({"model_type": "qwen2", "num_hidden_layers": 2, "use_sliding_window": true,
+  ModelConfig qt =
+      parse_ok(R"({"model_type": "qwen2", "num_hidden_layers": 2, "use_sliding_window": true,
       "sliding_window": 32, "layer_types": ["sliding_attention", "full_attention"]})");
   EXPECT_EQ(qt.layer_sliding_window, (std::vector<int64_t>{32, 0}));
   // Qwen3 defaults: head_dim 128, 32 KV heads.
@@ -407,17 +420,21 @@ TEST(ModelConfig, Gqa) {
   EXPECT_EQ(q3.head_dim, 128);
   EXPECT_EQ(q3.num_key_value_heads, 32);
   // llama: num_key_value_heads absent -> MHA.
-  EXPECT_EQ(parse_ok(R"({"model_type": "llama", "num_attention_heads": 16})").num_key_value_heads, 16);
+  EXPECT_EQ(parse_ok(R"({"model_type": "llama", "num_attention_heads": 16})").num_key_value_heads,
+            16);
 
   expect_error(R"({"model_type": "llama", "num_attention_heads": 32, "num_key_value_heads": 5})",
                ErrorCode::invalid_argument, "num_key_value_heads");
   expect_error(R"({"model_type": "llama", "hidden_size": 16, "num_attention_heads": 32})",
                ErrorCode::invalid_argument, "head_dim");
-  expect_error(R"({"model_type": "qwen3", "head_dim": null})", ErrorCode::invalid_argument, "head_dim");
-  expect_error(R"({"model_type": "qwen2", "num_hidden_layers": 2, "layer_types": ["sliding_attention"]})",
-               ErrorCode::invalid_argument, "layer_types");
-  expect_error(R"({"model_type": "qwen2", "num_hidden_layers": 2, "layer_types": ["x", "full_attention"]})",
-               ErrorCode::invalid_argument, "layer_types[0]");
+  expect_error(R"({"model_type": "qwen3", "head_dim": null})", ErrorCode::invalid_argument,
+               "head_dim");
+  expect_error(
+      R"({"model_type": "qwen2", "num_hidden_layers": 2, "layer_types": ["sliding_attention"]})",
+      ErrorCode::invalid_argument, "layer_types");
+  expect_error(
+      R"({"model_type": "qwen2", "num_hidden_layers": 2, "layer_types": ["x", "full_attention"]})",
+      ErrorCode::invalid_argument, "layer_types[0]");
   expect_error(R"({"model_type": "mistral", "sliding_window": 0})", ErrorCode::invalid_argument,
                "sliding_window");
 }

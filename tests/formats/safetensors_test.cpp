@@ -95,13 +95,16 @@ std::vector<uint8_t> iota_bytes(size_t n, uint8_t start = 0) {
   return v;
 }
 
-std::vector<uint8_t> view_bytes(const TensorView& t) { return {t.bytes.begin(), t.bytes.end()}; }
+std::vector<uint8_t> view_bytes(const TensorView& t) {
+  return {t.bytes.begin(), t.bytes.end()};
+}
 
 // ---- valid files ---------------------------------------------------------------------------
 
 TEST(Safetensors, ReadsFileWrittenByReferenceWriter) {
   // Written by the Python `safetensors` package (tests/data/safetensors/gen_reference.py).
-  const std::string path = std::string(DSV4_TEST_DATA_DIR) + "/safetensors/reference_small.safetensors";
+  const std::string path =
+      std::string(DSV4_TEST_DATA_DIR) + "/safetensors/reference_small.safetensors";
   auto f = SafetensorsFile::open(path);
   ASSERT_TRUE(f.ok()) << f.status().to_string();
   EXPECT_EQ(f->tensors().size(), 9u);
@@ -173,7 +176,8 @@ TEST(Safetensors, ReadsFileWrittenByReferenceWriter) {
   EXPECT_EQ(f->find("model.a"), nullptr);
   // Offsets are consistent with the file layout.
   for (const TensorView& t : f->tensors()) {
-    EXPECT_EQ(t.bytes.data(), f->tensors()[0].bytes.data() - f->tensors()[0].file_offset + t.file_offset);
+    EXPECT_EQ(t.bytes.data(),
+              f->tensors()[0].bytes.data() - f->tensors()[0].file_offset + t.file_offset);
     EXPECT_GE(t.file_offset, f->data_offset());
   }
 }
@@ -207,8 +211,8 @@ SafetensorsWriter all_dtypes_writer() {
   int k = 0;
   for (int i = 0; i < kDTypeCount; ++i) {
     auto t = static_cast<DType>(i);
-    std::vector<int64_t> shape = dtype_is_packed(t) ? std::vector<int64_t>{3, 8}
-                                                    : std::vector<int64_t>{2, 3};
+    std::vector<int64_t> shape =
+        dtype_is_packed(t) ? std::vector<int64_t>{3, 8} : std::vector<int64_t>{2, 3};
     auto n = dtype_bytes(t, shape);
     EXPECT_TRUE(n.ok());
     auto bytes = iota_bytes(static_cast<size_t>(*n), static_cast<uint8_t>(k++));
@@ -229,11 +233,11 @@ void expect_same_tensors(const SafetensorsModel& m, const SafetensorsWriter& /*w
     const TensorView* v = m.find("t." + std::string(dtype_name(t)));
     ASSERT_NE(v, nullptr) << dtype_name(t);
     EXPECT_EQ(v->dtype, t);
-    std::vector<int64_t> shape = dtype_is_packed(t) ? std::vector<int64_t>{3, 8}
-                                                    : std::vector<int64_t>{2, 3};
+    std::vector<int64_t> shape =
+        dtype_is_packed(t) ? std::vector<int64_t>{3, 8} : std::vector<int64_t>{2, 3};
     EXPECT_EQ(v->shape, shape);
-    EXPECT_EQ(view_bytes(*v), iota_bytes(static_cast<size_t>(*dtype_bytes(t, shape)),
-                                         static_cast<uint8_t>(k++)));
+    EXPECT_EQ(view_bytes(*v),
+              iota_bytes(static_cast<size_t>(*dtype_bytes(t, shape)), static_cast<uint8_t>(k++)));
     // Element-size alignment of the mapped view (the writer's layout promise).
     size_t elem = static_cast<size_t>(std::max(1, dtype_bits(t) / 8));
     EXPECT_TRUE(v->is_aligned(elem)) << dtype_name(t);
@@ -346,8 +350,8 @@ TEST(Safetensors, WriterRejectsBadInput) {
   SafetensorsWriter w;
   expect_error(w.add("a", DType::f32, {2}, iota_bytes(7)), ErrorCode::invalid_argument,
                {"\"a\"", "8 bytes", "got 7"});
-  expect_error(w.add("__metadata__", DType::u8, {1}, iota_bytes(1)),
-               ErrorCode::invalid_argument, {"reserved"});
+  expect_error(w.add("__metadata__", DType::u8, {1}, iota_bytes(1)), ErrorCode::invalid_argument,
+               {"reserved"});
   expect_error(w.add("bad\xff", DType::u8, {1}, iota_bytes(1)), ErrorCode::invalid_argument,
                {"UTF-8"});
   expect_error(w.add("odd", DType::f4_e2m1, {3}, iota_bytes(2)), ErrorCode::invalid_argument,
@@ -426,8 +430,7 @@ TEST(SafetensorsMalformed, HeaderNotJson) {
   }
   // A NUL byte ends nlohmann's input early; it must not hide trailing garbage.
   expect_parse_error(raw_file(std::string("{}\0", 3), 0), ErrorCode::parse_error, {"NUL"});
-  expect_parse_error(raw_file(std::string("{}\0garbage", 10), 0), ErrorCode::parse_error,
-                     {"NUL"});
+  expect_parse_error(raw_file(std::string("{}\0garbage", 10), 0), ErrorCode::parse_error, {"NUL"});
 }
 
 TEST(SafetensorsMalformed, HeaderNotAnObject) {
@@ -472,10 +475,10 @@ TEST(SafetensorsMalformed, EntryWrongJsonTypes) {
 }
 
 TEST(SafetensorsMalformed, NegativeOrNonIntegerDims) {
-  for (const char* dim : {"-1", "2.5", "1.0", "1e3", "18446744073709551615", "9223372036854775808",
-                          "true", "null"}) {
-    std::string h = std::string(R"({"w":{"dtype":"U8","shape":[)") + dim +
-                    R"(],"data_offsets":[0,1]}})";
+  for (const char* dim :
+       {"-1", "2.5", "1.0", "1e3", "18446744073709551615", "9223372036854775808", "true", "null"}) {
+    std::string h =
+        std::string(R"({"w":{"dtype":"U8","shape":[)") + dim + R"(],"data_offsets":[0,1]}})";
     SCOPED_TRACE(h);
     expect_parse_error(raw_file(h, 1), ErrorCode::parse_error,
                        {"tensor \"w\"", "non-negative integer"});
@@ -503,11 +506,10 @@ TEST(SafetensorsMalformed, ShapeProductOverflow) {
 
 TEST(SafetensorsMalformed, UnknownDtype) {
   for (const char* dt : {"F128", "f32", "FP4", "E8M0", ""}) {
-    std::string h = std::string(R"({"w.q":{"dtype":")") + dt +
-                    R"(","shape":[1],"data_offsets":[0,1]}})";
+    std::string h =
+        std::string(R"({"w.q":{"dtype":")") + dt + R"(","shape":[1],"data_offsets":[0,1]}})";
     SCOPED_TRACE(h);
-    expect_parse_error(raw_file(h, 1), ErrorCode::unsupported,
-                       {"tensor \"w.q\"", "unknown dtype"});
+    expect_parse_error(raw_file(h, 1), ErrorCode::unsupported, {"tensor \"w.q\"", "unknown dtype"});
   }
 }
 
@@ -527,7 +529,9 @@ TEST(SafetensorsMalformed, OffsetsOutOfRange) {
   expect_parse_error(raw_file(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 8),
                      ErrorCode::parse_error, {"tensor \"w\"", "out of range", "8 bytes"});
   expect_parse_error(
-      raw_file(R"({"w":{"dtype":"U8","shape":[0],"data_offsets":[9223372036854775807,9223372036854775807]}})", 0),
+      raw_file(
+          R"({"w":{"dtype":"U8","shape":[0],"data_offsets":[9223372036854775807,9223372036854775807]}})",
+          0),
       ErrorCode::parse_error, {"tensor \"w\"", "out of range"});
 }
 

@@ -18,19 +18,25 @@
 #include <string>
 #include <vector>
 
-#include "kernels/dispatch.h"
 #include "harness.h"
+#include "kernels/dispatch.h"
 
 namespace dsv4::kernels {
 namespace {
 
 using testing::kAwkwardSizes;
 
-uint32_t bits(float f) { return std::bit_cast<uint32_t>(f); }
-float from_bits(uint32_t b) { return std::bit_cast<float>(b); }
+uint32_t bits(float f) {
+  return std::bit_cast<uint32_t>(f);
+}
+float from_bits(uint32_t b) {
+  return std::bit_cast<float>(b);
+}
 
 // Same value, or both NaN.
-bool same_value(float a, float b) { return (std::isnan(a) && std::isnan(b)) || bits(a) == bits(b); }
+bool same_value(float a, float b) {
+  return (std::isnan(a) && std::isnan(b)) || bits(a) == bits(b);
+}
 
 // --- Independent definitions of each format (sign, exponent, mantissa fields -> value) ---------
 
@@ -38,22 +44,31 @@ double minifloat_value(uint32_t code, int ebits, int mbits, int bias) {
   const uint32_t s = code >> (ebits + mbits), e = (code >> mbits) & ((1u << ebits) - 1u);
   const uint32_t m = code & ((1u << mbits) - 1u);
   const double frac = static_cast<double>(m) / static_cast<double>(1u << mbits);
-  const double mag = e == 0 ? std::ldexp(frac, 1 - bias) : std::ldexp(1.0 + frac, static_cast<int>(e) - bias);
+  const double mag =
+      e == 0 ? std::ldexp(frac, 1 - bias) : std::ldexp(1.0 + frac, static_cast<int>(e) - bias);
   return s ? -mag : mag;
 }
 
-bool e4m3_is_nan(uint8_t c) { return (c & 0x7F) == 0x7F; }
-bool e5m2_is_nan(uint8_t c) { return (c & 0x7F) > 0x7C; }
-bool e5m2_is_inf(uint8_t c) { return (c & 0x7F) == 0x7C; }
+bool e4m3_is_nan(uint8_t c) {
+  return (c & 0x7F) == 0x7F;
+}
+bool e5m2_is_nan(uint8_t c) {
+  return (c & 0x7F) > 0x7C;
+}
+bool e5m2_is_inf(uint8_t c) {
+  return (c & 0x7F) == 0x7C;
+}
 
 // For adjacent codes lo < hi of one sign (increasing magnitude), check the encoder at the exact
 // midpoint (ties to even code) and one f32 ulp on either side.
 template <typename Encode>
-void check_midpoint(Encode encode, double v_lo, double v_hi, uint32_t c_lo, uint32_t c_hi, uint32_t sign_bit) {
+void check_midpoint(Encode encode, double v_lo, double v_hi, uint32_t c_lo, uint32_t c_hi,
+                    uint32_t sign_bit) {
   const float mid = static_cast<float>((v_lo + v_hi) / 2);
   ASSERT_EQ(static_cast<double>(mid), (v_lo + v_hi) / 2) << "midpoint not exact in f32";
   const uint32_t even = (c_lo & 1u) == 0 ? c_lo : c_hi;
-  const float above = std::nextafter(mid, std::copysign(std::numeric_limits<float>::infinity(), mid));
+  const float above =
+      std::nextafter(mid, std::copysign(std::numeric_limits<float>::infinity(), mid));
   const float below = std::nextafter(mid, 0.0f);
   EXPECT_EQ(encode(mid), even | sign_bit) << "tie at " << mid;
   EXPECT_EQ(encode(above), c_hi | sign_bit) << "just above " << mid;
@@ -63,7 +78,8 @@ void check_midpoint(Encode encode, double v_lo, double v_hi, uint32_t c_lo, uint
 // --- bf16 ------------------------------------------------------------------------------------
 
 TEST(CodecBf16, DecodeEveryCode) {
-  for (uint32_t c = 0; c < 65536; ++c) EXPECT_EQ(bits(decode_bf16(static_cast<uint16_t>(c))), c << 16);
+  for (uint32_t c = 0; c < 65536; ++c)
+    EXPECT_EQ(bits(decode_bf16(static_cast<uint16_t>(c))), c << 16);
 }
 
 TEST(CodecBf16, RoundTripEveryNonNanCode) {
@@ -81,9 +97,10 @@ TEST(CodecBf16, RoundTripEveryNonNanCode) {
 TEST(CodecBf16, EveryMidpointRoundsToEven) {
   for (uint32_t sign : {0u, 0x8000u}) {
     for (uint32_t c = 0; c < 0x7F7F; ++c) {  // all finite magnitudes; c+1 <= max finite
-      const double lo = decode_bf16(static_cast<uint16_t>(c)), hi = decode_bf16(static_cast<uint16_t>(c + 1));
-      check_midpoint([&](float f) { return static_cast<uint32_t>(encode_bf16(sign ? -f : f)); }, lo, hi, c, c + 1,
-                     sign);
+      const double lo = decode_bf16(static_cast<uint16_t>(c)),
+                   hi = decode_bf16(static_cast<uint16_t>(c + 1));
+      check_midpoint([&](float f) { return static_cast<uint32_t>(encode_bf16(sign ? -f : f)); }, lo,
+                     hi, c, c + 1, sign);
     }
   }
   // Above the largest finite bf16 the midpoint rounds to inf (even), just below stays max.
@@ -94,7 +111,8 @@ TEST(CodecBf16, EveryMidpointRoundsToEven) {
   EXPECT_EQ(encode_bf16(-std::numeric_limits<float>::infinity()), 0xFF80);
 }
 
-// --- f8_e4m3fn -------------------------------------------------------------------------------------
+// --- f8_e4m3fn
+// -------------------------------------------------------------------------------------
 
 TEST(CodecF8e4m3, DecodeEveryCode) {
   for (uint32_t c = 0; c < 256; ++c) {
@@ -125,8 +143,8 @@ TEST(CodecF8e4m3, RoundTripAndTies) {
 }
 
 TEST(CodecF8e4m3, SaturatesAndKeepsNan) {
-  for (float v : {448.0f, 449.0f, 463.9f, 464.0f, 479.0f, 480.0f, 1e9f, std::numeric_limits<float>::max(),
-                  std::numeric_limits<float>::infinity()}) {
+  for (float v : {448.0f, 449.0f, 463.9f, 464.0f, 479.0f, 480.0f, 1e9f,
+                  std::numeric_limits<float>::max(), std::numeric_limits<float>::infinity()}) {
     EXPECT_EQ(encode_f8e4m3(v), 0x7E) << v;
     EXPECT_EQ(encode_f8e4m3(-v), 0xFE) << v;
   }
@@ -163,7 +181,8 @@ TEST(CodecF8e5m2, RoundTripTiesAndOverflow) {
   for (uint32_t sign : {0u, 0x80u}) {
     for (uint32_t c = 0; c < 0x7B; ++c) {
       check_midpoint([&](float f) { return static_cast<uint32_t>(encode_f8e5m2(sign ? -f : f)); },
-                     minifloat_value(c, 5, 2, 15), minifloat_value(c + 1, 5, 2, 15), c, c + 1, sign);
+                     minifloat_value(c, 5, 2, 15), minifloat_value(c + 1, 5, 2, 15), c, c + 1,
+                     sign);
     }
   }
   // Between the max (57344) and the next binade value (65536 = "inf"): the tie goes to inf (even).
@@ -177,7 +196,9 @@ TEST(CodecF8e5m2, RoundTripTiesAndOverflow) {
 
 TEST(CodecF4e2m1, DecodeEveryCode) {
   for (uint32_t c = 0; c < 16; ++c) {
-    EXPECT_EQ(static_cast<double>(decode_f4e2m1(static_cast<uint8_t>(c))), minifloat_value(c, 2, 1, 1)) << c;
+    EXPECT_EQ(static_cast<double>(decode_f4e2m1(static_cast<uint8_t>(c))),
+              minifloat_value(c, 2, 1, 1))
+        << c;
   }
   EXPECT_EQ(decode_f4e2m1(0x7), 6.0f);
   EXPECT_EQ(decode_f4e2m1(0xF), -6.0f);
@@ -187,7 +208,8 @@ TEST(CodecF4e2m1, DecodeEveryCode) {
 }
 
 TEST(CodecF4e2m1, RoundTripTiesAndSaturation) {
-  for (uint32_t c = 0; c < 16; ++c) EXPECT_EQ(encode_f4e2m1(decode_f4e2m1(static_cast<uint8_t>(c))), c) << c;
+  for (uint32_t c = 0; c < 16; ++c)
+    EXPECT_EQ(encode_f4e2m1(decode_f4e2m1(static_cast<uint8_t>(c))), c) << c;
   for (uint32_t sign : {0u, 0x8u}) {
     for (uint32_t c = 0; c < 7; ++c) {
       check_midpoint([&](float f) { return static_cast<uint32_t>(encode_f4e2m1(sign ? -f : f)); },
@@ -195,8 +217,9 @@ TEST(CodecF4e2m1, RoundTripTiesAndSaturation) {
     }
   }
   // The ties spelled out: 0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4.
-  const std::pair<float, float> ties[] = {{0.25f, 0.0f}, {0.75f, 1.0f}, {1.25f, 1.0f}, {1.75f, 2.0f},
-                                          {2.5f, 2.0f},  {3.5f, 4.0f},  {5.0f, 4.0f}};
+  const std::pair<float, float> ties[] = {{0.25f, 0.0f}, {0.75f, 1.0f}, {1.25f, 1.0f},
+                                          {1.75f, 2.0f}, {2.5f, 2.0f},  {3.5f, 4.0f},
+                                          {5.0f, 4.0f}};
   for (auto [in, out] : ties) EXPECT_EQ(decode_f4e2m1(encode_f4e2m1(in)), out) << in;
   for (float v : {6.0f, 6.5f, 7.0f, 100.0f, std::numeric_limits<float>::infinity()}) {
     EXPECT_EQ(encode_f4e2m1(v), 0x7) << v;
@@ -238,7 +261,8 @@ TEST(CodecUe8m0, EncodeRoundsLikeTorch) {
 }
 
 TEST(CodecPow2, CeilExponentMatchesLog2) {
-  for (float v : {1.0f, 1.5f, 0.75f, 3.0f, 4.0f, 1e-4f / 448.0f, 123456.0f, std::ldexp(1.0f, -126)}) {
+  for (float v :
+       {1.0f, 1.5f, 0.75f, 3.0f, 4.0f, 1e-4f / 448.0f, 123456.0f, std::ldexp(1.0f, -126)}) {
     const int k = pow2_ceil_exponent(v);
     EXPECT_EQ(k, static_cast<int>(std::ceil(std::log2(static_cast<double>(v))))) << v;
     EXPECT_EQ(static_cast<double>(pow2_f32(k)), std::ldexp(1.0, k));
@@ -261,8 +285,10 @@ TEST(CodecTorch, EncodersMatchTorchCasts) {
     const float x = from_bits(f);
     if (std::isnan(x)) {  // torch's NaN bit patterns differ from ours; NaN-ness must agree
       EXPECT_TRUE(std::isnan(decode_bf16(encode_bf16(x)))) << line;
-      EXPECT_TRUE(std::isnan(decode_f8e4m3(encode_f8e4m3(x))) && std::isnan(decode_f8e4m3(static_cast<uint8_t>(e4))));
-      EXPECT_TRUE(std::isnan(decode_f8e5m2(encode_f8e5m2(x))) && std::isnan(decode_f8e5m2(static_cast<uint8_t>(e5))));
+      EXPECT_TRUE(std::isnan(decode_f8e4m3(encode_f8e4m3(x))) &&
+                  std::isnan(decode_f8e4m3(static_cast<uint8_t>(e4))));
+      EXPECT_TRUE(std::isnan(decode_f8e5m2(encode_f8e5m2(x))) &&
+                  std::isnan(decode_f8e5m2(static_cast<uint8_t>(e5))));
     } else {
       EXPECT_EQ(encode_bf16(x), bf) << line;
       EXPECT_EQ(encode_f8e4m3(x), e4) << line;
@@ -311,8 +337,10 @@ TEST(CodecTorch, ActQuantMatchesReference) {
     quantize_f8e4m3_blocks(x.data(), x.size(), 128, pow2 == 1, q.data(), s.data());
     ASSERT_EQ(want_scale[pow2].size(), s.size());
     ASSERT_EQ(want_q[pow2].size(), q.size());
-    for (size_t i = 0; i < s.size(); ++i) EXPECT_EQ(bits(s[i]), bits(want_scale[pow2][i])) << pow2 << " block " << i;
-    for (size_t i = 0; i < q.size(); ++i) EXPECT_EQ(q[i], want_q[pow2][i]) << pow2 << " element " << i;
+    for (size_t i = 0; i < s.size(); ++i)
+      EXPECT_EQ(bits(s[i]), bits(want_scale[pow2][i])) << pow2 << " block " << i;
+    for (size_t i = 0; i < q.size(); ++i)
+      EXPECT_EQ(q[i], want_q[pow2][i]) << pow2 << " element " << i;
   }
 }
 
@@ -331,10 +359,12 @@ TEST(CodecQuantF8, BlocksScalesAndRounding) {
       fake_quantize_f8e4m3_blocks(fake.data(), n, 128, pow2);
       for (size_t b = 0; b < nb; ++b) {
         float amax = 0;
-        for (size_t i = b * 128; i < std::min(n, b * 128 + 128); ++i) amax = std::max(amax, std::fabs(x[i]));
+        for (size_t i = b * 128; i < std::min(n, b * 128 + 128); ++i)
+          amax = std::max(amax, std::fabs(x[i]));
         const float raw = std::max(amax, 1e-4f) * (1.0f / 448.0f);
         if (pow2) {
-          EXPECT_EQ(static_cast<double>(s[b]), std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(raw)))));
+          EXPECT_EQ(static_cast<double>(s[b]),
+                    std::ldexp(1.0, static_cast<int>(std::ceil(std::log2(raw)))));
         } else {
           EXPECT_EQ(s[b], raw);
         }
@@ -425,9 +455,11 @@ Variants variants(Isa isa) {
     case Isa::avx2:
       return {convert_bf16_to_f32_avx2, convert_f32_to_bf16_avx2, convert_f8e4m3_to_f32_avx2,
               dequant_f4e2m1_to_f32_avx2};
-    case Isa::ref: break;
+    case Isa::ref:
+      break;
   }
-  return {convert_bf16_to_f32_ref, convert_f32_to_bf16_ref, convert_f8e4m3_to_f32_ref, dequant_f4e2m1_to_f32_ref};
+  return {convert_bf16_to_f32_ref, convert_f32_to_bf16_ref, convert_f8e4m3_to_f32_ref,
+          dequant_f4e2m1_to_f32_ref};
 }
 
 TEST(CodecSimd, Bf16DecodeAllCodes) {
@@ -437,7 +469,8 @@ TEST(CodecSimd, Bf16DecodeAllCodes) {
     for (size_t n : {size_t{65536}, size_t{65535}, size_t{7}, size_t{17}}) {
       std::vector<float> got(n + 1, -7.0f);
       variants(isa).bf16_to_f32(codes.data(), got.data(), n);
-      for (size_t i = 0; i < n; ++i) ASSERT_EQ(bits(got[i]), bits(decode_bf16(codes[i]))) << isa_name(isa) << i;
+      for (size_t i = 0; i < n; ++i)
+        ASSERT_EQ(bits(got[i]), bits(decode_bf16(codes[i]))) << isa_name(isa) << i;
       EXPECT_EQ(got[n], -7.0f) << "wrote past the end";
     }
   }
@@ -451,7 +484,8 @@ TEST(CodecSimd, Bf16EncodeMatchesScalar) {
     const uint32_t mid = (c << 16) | 0x8000u;
     for (uint32_t b : {mid - 1, mid, mid + 1}) in.push_back(from_bits(b));
   }
-  for (uint8_t byte : testing::random_bytes(4 * 4096, 3)) in.push_back(from_bits(byte * 0x01010101u));
+  for (uint8_t byte : testing::random_bytes(4 * 4096, 3))
+    in.push_back(from_bits(byte * 0x01010101u));
   const auto rnd = testing::random_bytes(4 * 10000, 4);
   for (size_t i = 0; i + 4 <= rnd.size(); i += 4) {
     uint32_t b;
@@ -462,7 +496,8 @@ TEST(CodecSimd, Bf16EncodeMatchesScalar) {
     for (size_t n : {in.size(), in.size() - 3, size_t{1}, size_t{13}}) {
       std::vector<uint16_t> got(n + 1, 0xABCD);
       variants(isa).f32_to_bf16(in.data(), got.data(), n);
-      for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], encode_bf16(in[i])) << isa_name(isa) << " " << std::hex << bits(in[i]);
+      for (size_t i = 0; i < n; ++i)
+        ASSERT_EQ(got[i], encode_bf16(in[i])) << isa_name(isa) << " " << std::hex << bits(in[i]);
       EXPECT_EQ(got[n], 0xABCD);
     }
   }
@@ -496,12 +531,14 @@ TEST(CodecSimd, F4DequantAllBytesAndScales) {
   const size_t total = packed.size() * 2;  // 256 blocks of 32
   for (Isa isa : supported_isas()) {
     for (size_t n : {total, total - 1, size_t{33}, size_t{3}, size_t{64}}) {
-      for (const uint8_t* sc : {static_cast<const uint8_t*>(scales.data()), static_cast<const uint8_t*>(nullptr)}) {
+      for (const uint8_t* sc :
+           {static_cast<const uint8_t*>(scales.data()), static_cast<const uint8_t*>(nullptr)}) {
         std::vector<float> got(n + 1, -7.0f), want(n);
         variants(isa).f4_to_f32(packed.data(), sc, got.data(), n);
         dequant_f4e2m1_to_f32_ref(packed.data(), sc, want.data(), n);
-        for (size_t i = 0; i < n; ++i) ASSERT_TRUE(same_value(got[i], want[i]) && bits(got[i]) == bits(want[i]))
-            << isa_name(isa) << " i=" << i;
+        for (size_t i = 0; i < n; ++i)
+          ASSERT_TRUE(same_value(got[i], want[i]) && bits(got[i]) == bits(want[i]))
+              << isa_name(isa) << " i=" << i;
         EXPECT_EQ(got[n], -7.0f);
       }
     }

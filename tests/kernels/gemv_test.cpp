@@ -39,7 +39,8 @@ double gamma_k(size_t n) {
   return k * u / (1.0 - k * u);
 }
 
-// ---- test matrices -------------------------------------------------------------------------------
+// ---- test matrices
+// -------------------------------------------------------------------------------
 
 struct Bf16Mat {
   std::vector<uint16_t> data;
@@ -63,7 +64,8 @@ struct F4Mat {
   double at(size_t r, size_t c) const {
     const uint8_t byte = data[r * f4_row_bytes(view.cols) + c / 2];
     return static_cast<double>(decode_f4e2m1((c & 1) ? static_cast<uint8_t>(byte >> 4) : byte)) *
-           static_cast<double>(decode_ue8m0(scales[r * f4_scales_per_row(view.cols) + c / kF4WeightBlock]));
+           static_cast<double>(
+               decode_ue8m0(scales[r * f4_scales_per_row(view.cols) + c / kF4WeightBlock]));
   }
 };
 
@@ -90,7 +92,8 @@ F8Mat make_f8(size_t rows, size_t cols, ScaleFormat fmt, uint64_t seed) {
     m.s8 = testing::random_bytes(ns, seed + 1);
     for (auto& s : m.s8) s = static_cast<uint8_t>(117 + s % 13);
   }
-  m.view = {m.data.data(), fmt == ScaleFormat::f32 ? static_cast<const void*>(m.s32.data()) : m.s8.data(), fmt,
+  m.view = {m.data.data(),
+            fmt == ScaleFormat::f32 ? static_cast<const void*>(m.s32.data()) : m.s8.data(), fmt,
             rows, cols};
   return m;
 }
@@ -117,7 +120,8 @@ void exact_row(const Mat& m, size_t r, const float* x, double* y, double* abs_su
   *abs_sum = a;
 }
 
-// ---- variant tables --------------------------------------------------------------------------------
+// ---- variant tables
+// --------------------------------------------------------------------------------
 
 template <typename W>
 using GemvFn = void (*)(const W&, const float*, float*, size_t, size_t);
@@ -125,22 +129,34 @@ template <typename W>
 using GemmFn = void (*)(const W&, const float*, size_t, size_t, float*, size_t, size_t, size_t);
 
 GemvFn<WeightsBf16> gemv_bf16(Isa isa) {
-  return isa == Isa::avx512 ? gemv_bf16_f32_avx512 : isa == Isa::avx2 ? gemv_bf16_f32_avx2 : gemv_bf16_f32_ref;
+  return isa == Isa::avx512 ? gemv_bf16_f32_avx512
+         : isa == Isa::avx2 ? gemv_bf16_f32_avx2
+                            : gemv_bf16_f32_ref;
 }
 GemvFn<WeightsF8e4m3> gemv_f8(Isa isa) {
-  return isa == Isa::avx512 ? gemv_f8e4m3_f32_avx512 : isa == Isa::avx2 ? gemv_f8e4m3_f32_avx2 : gemv_f8e4m3_f32_ref;
+  return isa == Isa::avx512 ? gemv_f8e4m3_f32_avx512
+         : isa == Isa::avx2 ? gemv_f8e4m3_f32_avx2
+                            : gemv_f8e4m3_f32_ref;
 }
 GemvFn<WeightsF4e2m1> gemv_f4(Isa isa) {
-  return isa == Isa::avx512 ? gemv_f4e2m1_f32_avx512 : isa == Isa::avx2 ? gemv_f4e2m1_f32_avx2 : gemv_f4e2m1_f32_ref;
+  return isa == Isa::avx512 ? gemv_f4e2m1_f32_avx512
+         : isa == Isa::avx2 ? gemv_f4e2m1_f32_avx2
+                            : gemv_f4e2m1_f32_ref;
 }
 GemmFn<WeightsBf16> gemm_bf16(Isa isa) {
-  return isa == Isa::avx512 ? gemm_bf16_f32_avx512 : isa == Isa::avx2 ? gemm_bf16_f32_avx2 : gemm_bf16_f32_ref;
+  return isa == Isa::avx512 ? gemm_bf16_f32_avx512
+         : isa == Isa::avx2 ? gemm_bf16_f32_avx2
+                            : gemm_bf16_f32_ref;
 }
 GemmFn<WeightsF8e4m3> gemm_f8(Isa isa) {
-  return isa == Isa::avx512 ? gemm_f8e4m3_f32_avx512 : isa == Isa::avx2 ? gemm_f8e4m3_f32_avx2 : gemm_f8e4m3_f32_ref;
+  return isa == Isa::avx512 ? gemm_f8e4m3_f32_avx512
+         : isa == Isa::avx2 ? gemm_f8e4m3_f32_avx2
+                            : gemm_f8e4m3_f32_ref;
 }
 GemmFn<WeightsF4e2m1> gemm_f4(Isa isa) {
-  return isa == Isa::avx512 ? gemm_f4e2m1_f32_avx512 : isa == Isa::avx2 ? gemm_f4e2m1_f32_avx2 : gemm_f4e2m1_f32_ref;
+  return isa == Isa::avx512 ? gemm_f4e2m1_f32_avx512
+         : isa == Isa::avx2 ? gemm_f4e2m1_f32_avx2
+                            : gemm_f4e2m1_f32_ref;
 }
 
 constexpr float kSentinel = -12345.5f;
@@ -156,7 +172,8 @@ void check_gemv(const Mat& m, GemvFn<W> fn, GemvFn<W> ref, const std::string& la
   fn(m.view, x.data(), y.data(), a, b);
   for (size_t r = 0; r < rows; ++r) {
     if (r < a || r >= b) {
-      ASSERT_EQ(y[r], kSentinel) << label << " wrote row " << r << " outside [" << a << "," << b << ")";
+      ASSERT_EQ(y[r], kSentinel) << label << " wrote row " << r << " outside [" << a << "," << b
+                                 << ")";
     }
   }
   fn(m.view, x.data(), y.data(), 0, a);
@@ -167,12 +184,14 @@ void check_gemv(const Mat& m, GemvFn<W> fn, GemvFn<W> ref, const std::string& la
     double exact = 0, abs_sum = 0;
     exact_row(m, r, x.data(), &exact, &abs_sum);
     ASSERT_LE(std::fabs(y[r] - exact), g * abs_sum + 1e-30) << label << " row " << r << " vs exact";
-    ASSERT_LE(std::fabs(static_cast<double>(y[r]) - y_ref[r]), 2 * g * abs_sum + 1e-30) << label << " row " << r << " vs ref";
+    ASSERT_LE(std::fabs(static_cast<double>(y[r]) - y_ref[r]), 2 * g * abs_sum + 1e-30)
+        << label << " row " << r << " vs ref";
   }
 }
 
 std::string shape_label(Isa isa, const char* kind, size_t rows, size_t cols) {
-  return std::string(kind) + "/" + std::string(isa_name(isa)) + " " + std::to_string(rows) + "x" + std::to_string(cols);
+  return std::string(kind) + "/" + std::string(isa_name(isa)) + " " + std::to_string(rows) + "x" +
+         std::to_string(cols);
 }
 
 TEST(GemvBf16, EveryIsaMatchesExactAndRef) {
@@ -180,7 +199,8 @@ TEST(GemvBf16, EveryIsaMatchesExactAndRef) {
     for (size_t rows : kRowSizes)
       for (size_t cols : kAwkwardSizes) {
         const auto m = make_bf16(rows, cols, rows * 1000 + cols);
-        check_gemv<Bf16Mat, WeightsBf16>(m, gemv_bf16(isa), gemv_bf16_f32_ref, shape_label(isa, "bf16", rows, cols));
+        check_gemv<Bf16Mat, WeightsBf16>(m, gemv_bf16(isa), gemv_bf16_f32_ref,
+                                         shape_label(isa, "bf16", rows, cols));
       }
 }
 
@@ -190,8 +210,9 @@ TEST(GemvF8e4m3, EveryIsaMatchesExactAndRef) {
       for (size_t rows : kRowSizes)
         for (size_t cols : kAwkwardSizes) {
           const auto m = make_f8(rows, cols, fmt, rows * 1000 + cols);
-          check_gemv<F8Mat, WeightsF8e4m3>(m, gemv_f8(isa), gemv_f8e4m3_f32_ref,
-                                           shape_label(isa, fmt == ScaleFormat::f32 ? "f8/f32" : "f8/ue8m0", rows, cols));
+          check_gemv<F8Mat, WeightsF8e4m3>(
+              m, gemv_f8(isa), gemv_f8e4m3_f32_ref,
+              shape_label(isa, fmt == ScaleFormat::f32 ? "f8/f32" : "f8/ue8m0", rows, cols));
         }
 }
 
@@ -200,33 +221,41 @@ TEST(GemvF4e2m1, EveryIsaMatchesExactAndRef) {
     for (size_t rows : kRowSizes)
       for (size_t cols : kAwkwardSizes) {
         const auto m = make_f4(rows, cols, rows * 1000 + cols);
-        check_gemv<F4Mat, WeightsF4e2m1>(m, gemv_f4(isa), gemv_f4e2m1_f32_ref, shape_label(isa, "f4", rows, cols));
+        check_gemv<F4Mat, WeightsF4e2m1>(m, gemv_f4(isa), gemv_f4e2m1_f32_ref,
+                                         shape_label(isa, "f4", rows, cols));
       }
 }
 
-// ---- bf16 activations ------------------------------------------------------------------------------
+// ---- bf16 activations
+// ------------------------------------------------------------------------------
 
 template <typename W>
 using GemvBf16Fn = void (*)(const W&, const uint16_t*, float*, size_t, size_t);
 
 GemvBf16Fn<WeightsF8e4m3> gemv_f8_bf16(Isa isa) {
-  return isa == Isa::avx512 ? gemv_f8e4m3_bf16_avx512 : isa == Isa::avx2 ? gemv_f8e4m3_bf16_avx2 : gemv_f8e4m3_bf16_ref;
+  return isa == Isa::avx512 ? gemv_f8e4m3_bf16_avx512
+         : isa == Isa::avx2 ? gemv_f8e4m3_bf16_avx2
+                            : gemv_f8e4m3_bf16_ref;
 }
 GemvBf16Fn<WeightsF4e2m1> gemv_f4_bf16(Isa isa) {
-  return isa == Isa::avx512 ? gemv_f4e2m1_bf16_avx512 : isa == Isa::avx2 ? gemv_f4e2m1_bf16_avx2 : gemv_f4e2m1_bf16_ref;
+  return isa == Isa::avx512 ? gemv_f4e2m1_bf16_avx512
+         : isa == Isa::avx2 ? gemv_f4e2m1_bf16_avx2
+                            : gemv_f4e2m1_bf16_ref;
 }
 
 // As check_gemv, with x in bf16: half the rows use plain random bf16 values, half use activations
 // on the reference's act_quant grid (f8 codes times power-of-two block scales, exact in bf16).
 template <typename Mat, typename W>
-void check_gemv_bf16(const Mat& m, GemvBf16Fn<W> fn, GemvBf16Fn<W> ref, bool act_quant_grid, const std::string& label) {
+void check_gemv_bf16(const Mat& m, GemvBf16Fn<W> fn, GemvBf16Fn<W> ref, bool act_quant_grid,
+                     const std::string& label) {
   const size_t rows = m.view.rows, cols = m.view.cols;
   auto xf = testing::random_floats(cols, rows * 17 + cols, -3.0f, 3.0f);
   if (act_quant_grid) fake_quantize_f8e4m3_blocks(xf.data(), cols, kF8ActBlock, true);
   std::vector<uint16_t> x(cols);
   for (size_t i = 0; i < cols; ++i) x[i] = encode_bf16(xf[i]);
   if (act_quant_grid) {
-    for (size_t i = 0; i < cols; ++i) ASSERT_EQ(decode_bf16(x[i]), xf[i]) << "act_quant values are exact in bf16";
+    for (size_t i = 0; i < cols; ++i)
+      ASSERT_EQ(decode_bf16(x[i]), xf[i]) << "act_quant values are exact in bf16";
   }
   std::vector<float> xd(cols);
   for (size_t i = 0; i < cols; ++i) xd[i] = decode_bf16(x[i]);
@@ -246,7 +275,8 @@ void check_gemv_bf16(const Mat& m, GemvBf16Fn<W> fn, GemvBf16Fn<W> ref, bool act
     double exact = 0, abs_sum = 0;
     exact_row(m, r, xd.data(), &exact, &abs_sum);
     ASSERT_LE(std::fabs(y[r] - exact), g * abs_sum + 1e-30) << label << " row " << r << " vs exact";
-    ASSERT_LE(std::fabs(static_cast<double>(y[r]) - y_ref[r]), 2 * g * abs_sum + 1e-30) << label << " row " << r;
+    ASSERT_LE(std::fabs(static_cast<double>(y[r]) - y_ref[r]), 2 * g * abs_sum + 1e-30)
+        << label << " row " << r;
   }
 }
 
@@ -256,7 +286,8 @@ TEST(GemvF8e4m3Bf16, EveryIsaMatchesExactAndRef) {
       for (size_t rows : kRowSizes)
         for (size_t cols : kAwkwardSizes) {
           const auto m = make_f8(rows, cols, fmt, rows * 1000 + cols + 5);
-          check_gemv_bf16<F8Mat, WeightsF8e4m3>(m, gemv_f8_bf16(isa), gemv_f8e4m3_bf16_ref, rows % 2 == 1,
+          check_gemv_bf16<F8Mat, WeightsF8e4m3>(m, gemv_f8_bf16(isa), gemv_f8e4m3_bf16_ref,
+                                                rows % 2 == 1,
                                                 shape_label(isa, "f8 x bf16", rows, cols));
         }
 }
@@ -266,7 +297,8 @@ TEST(GemvF4e2m1Bf16, EveryIsaMatchesExactAndRef) {
     for (size_t rows : kRowSizes)
       for (size_t cols : kAwkwardSizes) {
         const auto m = make_f4(rows, cols, rows * 1000 + cols + 5);
-        check_gemv_bf16<F4Mat, WeightsF4e2m1>(m, gemv_f4_bf16(isa), gemv_f4e2m1_bf16_ref, rows % 2 == 1,
+        check_gemv_bf16<F4Mat, WeightsF4e2m1>(m, gemv_f4_bf16(isa), gemv_f4e2m1_bf16_ref,
+                                              rows % 2 == 1,
                                               shape_label(isa, "f4 x bf16", rows, cols));
       }
 }
@@ -298,7 +330,8 @@ TEST(GemvF4e2m1, ExtremeScaleCodes) {
   }
 }
 
-// ---- GEMM ----------------------------------------------------------------------------------------
+// ---- GEMM
+// ----------------------------------------------------------------------------------------
 
 template <typename Mat, typename W>
 void check_gemm(const Mat& m, GemmFn<W> fn, size_t batch, const std::string& label) {
@@ -320,7 +353,8 @@ void check_gemm(const Mat& m, GemmFn<W> fn, size_t batch, const std::string& lab
     for (size_t r = 0; r < rows; ++r) {
       double exact = 0, abs_sum = 0;
       exact_row(m, r, x.data() + b * ldx, &exact, &abs_sum);
-      ASSERT_LE(std::fabs(y[b * ldy + r] - exact), g * abs_sum + 1e-30) << label << " b=" << b << " r=" << r;
+      ASSERT_LE(std::fabs(y[b * ldy + r] - exact), g * abs_sum + 1e-30)
+          << label << " b=" << b << " r=" << r;
     }
 }
 
@@ -333,8 +367,9 @@ TEST(GemvBatchBf16, EveryIsaMatchesExact) {
     for (size_t batch : kBatches)
       for (size_t rows : kGemmRows)
         for (size_t cols : kGemmCols)
-          check_gemm<Bf16Mat, WeightsBf16>(make_bf16(rows, cols, rows + cols), gemm_bf16(isa), batch,
-                                           shape_label(isa, "gemm bf16", rows, cols) + " batch " + std::to_string(batch));
+          check_gemm<Bf16Mat, WeightsBf16>(
+              make_bf16(rows, cols, rows + cols), gemm_bf16(isa), batch,
+              shape_label(isa, "gemm bf16", rows, cols) + " batch " + std::to_string(batch));
 }
 
 TEST(GemvBatchF8e4m3, EveryIsaMatchesExact) {
@@ -343,8 +378,9 @@ TEST(GemvBatchF8e4m3, EveryIsaMatchesExact) {
       for (size_t batch : kBatches)
         for (size_t rows : kGemmRows)
           for (size_t cols : kGemmCols)
-            check_gemm<F8Mat, WeightsF8e4m3>(make_f8(rows, cols, fmt, rows + cols), gemm_f8(isa), batch,
-                                             shape_label(isa, "gemm f8", rows, cols) + " batch " + std::to_string(batch));
+            check_gemm<F8Mat, WeightsF8e4m3>(
+                make_f8(rows, cols, fmt, rows + cols), gemm_f8(isa), batch,
+                shape_label(isa, "gemm f8", rows, cols) + " batch " + std::to_string(batch));
 }
 
 TEST(GemvBatchF4e2m1, EveryIsaMatchesExact) {
@@ -352,8 +388,9 @@ TEST(GemvBatchF4e2m1, EveryIsaMatchesExact) {
     for (size_t batch : kBatches)
       for (size_t rows : kGemmRows)
         for (size_t cols : kGemmCols)
-          check_gemm<F4Mat, WeightsF4e2m1>(make_f4(rows, cols, rows + cols), gemm_f4(isa), batch,
-                                           shape_label(isa, "gemm f4", rows, cols) + " batch " + std::to_string(batch));
+          check_gemm<F4Mat, WeightsF4e2m1>(
+              make_f4(rows, cols, rows + cols), gemm_f4(isa), batch,
+              shape_label(isa, "gemm f4", rows, cols) + " batch " + std::to_string(batch));
 }
 
 // The model relies on gemm_* being batch-invariant (prefill in chunks == token-by-token decode, bit
@@ -379,25 +416,30 @@ void check_gemm_batch_invariant(const Mat& m, GemmFn<W> fn, const std::string& l
   std::vector<float> y_sub(5 * ldy);
   fn(m.view, x.data() + 5 * ldx, ldx, 5, y_sub.data(), ldy, 0, rows);
   for (size_t i = 0; i < 5 * ldy; ++i) {
-    ASSERT_EQ(std::bit_cast<uint32_t>(y_sub[i]), std::bit_cast<uint32_t>(y_all[5 * ldy + i])) << label << " i=" << i;
+    ASSERT_EQ(std::bit_cast<uint32_t>(y_sub[i]), std::bit_cast<uint32_t>(y_all[5 * ldy + i]))
+        << label << " i=" << i;
   }
 }
 
 TEST(GemvBatch, GemmIsBatchInvariantBitForBit) {
   for (Isa isa : supported_isas())
-    for (auto [rows, cols] : {std::pair<size_t, size_t>{33, 300}, {130, 1000}, {5, 17}, {7, 129}, {3, 4097}}) {
+    for (auto [rows, cols] :
+         {std::pair<size_t, size_t>{33, 300}, {130, 1000}, {5, 17}, {7, 129}, {3, 4097}}) {
       check_gemm_batch_invariant<Bf16Mat, WeightsBf16>(make_bf16(rows, cols, 1), gemm_bf16(isa),
                                                        shape_label(isa, "bf16", rows, cols));
-      check_gemm_batch_invariant<F8Mat, WeightsF8e4m3>(make_f8(rows, cols, ScaleFormat::f32, 2), gemm_f8(isa),
+      check_gemm_batch_invariant<F8Mat, WeightsF8e4m3>(make_f8(rows, cols, ScaleFormat::f32, 2),
+                                                       gemm_f8(isa),
                                                        shape_label(isa, "f8", rows, cols));
-      check_gemm_batch_invariant<F8Mat, WeightsF8e4m3>(make_f8(rows, cols, ScaleFormat::ue8m0, 4), gemm_f8(isa),
+      check_gemm_batch_invariant<F8Mat, WeightsF8e4m3>(make_f8(rows, cols, ScaleFormat::ue8m0, 4),
+                                                       gemm_f8(isa),
                                                        shape_label(isa, "f8/ue8m0", rows, cols));
       check_gemm_batch_invariant<F4Mat, WeightsF4e2m1>(make_f4(rows, cols, 3), gemm_f4(isa),
                                                        shape_label(isa, "f4", rows, cols));
     }
 }
 
-// ---- hand-worked cases: layouts and scale placement ------------------------------------------------
+// ---- hand-worked cases: layouts and scale placement
+// ------------------------------------------------
 
 TEST(GemvRef, HandWorkedF8WithBlockScales) {
   // W [130, 130] all codes 0x38 (1.0) except W[129, 129] = 0xC0 (-2.0). Scales (ue8m0)

@@ -47,6 +47,8 @@ inline double max_rel_error(const float* a, const float* ref, size_t n) {
   return err / scale;
 }
 
-inline std::string isa_label(Isa isa) { return std::string(isa_name(isa)); }
+inline std::string isa_label(Isa isa) {
+  return std::string(isa_name(isa));
+}
 
 }  // namespace dsv4::kernels::testing

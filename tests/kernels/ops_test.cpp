@@ -37,9 +37,12 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 template <typename F>
 F pick(Isa isa, F ref, F avx2, F avx512) {
   switch (isa) {
-    case Isa::avx512: return avx512;
-    case Isa::avx2: return avx2;
-    case Isa::ref: break;
+    case Isa::avx512:
+      return avx512;
+    case Isa::avx2:
+      return avx2;
+    case Isa::ref:
+      break;
   }
   return ref;
 }
@@ -52,7 +55,8 @@ struct IsaGuard {
 
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double m = 0;
-  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
+  for (size_t i = 0; i < a.size(); ++i)
+    m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
   return m;
 }
 
@@ -88,8 +92,8 @@ TEST(RmsNorm, VariantsMatchRef) {
 
 TEST(Rope, InterleavedVariantsMatchRef) {
   for (Isa isa : supported_isas()) {
-    auto fn = pick(isa, rope_interleaved_f32_ref, rope_interleaved_f32_avx2,
-                   rope_interleaved_f32_avx512);
+    auto fn =
+        pick(isa, rope_interleaved_f32_ref, rope_interleaved_f32_avx2, rope_interleaved_f32_avx512);
     for (size_t rope_dim : {2u, 6u, 8u, 14u, 16u, 18u, 34u, 64u, 130u}) {
       for (size_t n_heads : {1u, 3u, 7u}) {
         for (RopeDir dir : {RopeDir::forward, RopeDir::inverse}) {
@@ -178,7 +182,8 @@ TEST(OpsActivation, SwigluVariantsMatchRef) {
     for (size_t n : kAwkwardSizes) {
       for (float limit : {0.f, 1.f, 10.f}) {
         for (float scale : {1.f, 0.37f}) {
-          SCOPED_TRACE(isa_label(isa) + " n=" + std::to_string(n) + " limit=" + std::to_string(limit));
+          SCOPED_TRACE(isa_label(isa) + " n=" + std::to_string(n) +
+                       " limit=" + std::to_string(limit));
           const auto g = random_floats(n, 51 + n, -20.f, 20.f);
           const auto u = random_floats(n, 52 + n, -20.f, 20.f);
           std::vector<float> got(n), want(n);
@@ -306,13 +311,15 @@ TEST(OpsCompressor, PoolVariantsMatchRef) {
     auto fn = pick(isa, compress_pool_f32_ref, compress_pool_f32_avx2, compress_pool_f32_avx512);
     for (size_t dim : kAwkwardSizes) {
       for (size_t n_slots : {1u, 3u, 8u, 128u}) {
-        SCOPED_TRACE(isa_label(isa) + " dim=" + std::to_string(dim) + " slots=" + std::to_string(n_slots));
+        SCOPED_TRACE(isa_label(isa) + " dim=" + std::to_string(dim) +
+                     " slots=" + std::to_string(n_slots));
         auto kv = random_floats(n_slots * dim, 101 + dim, -4.f, 4.f);
         auto sc = random_floats(n_slots * dim, 102 + dim, -10.f, 10.f);
-        for (size_t i = 0; i < sc.size(); i += 5) sc[i] = -kInf;        // missing slots
+        for (size_t i = 0; i < sc.size(); i += 5) sc[i] = -kInf;             // missing slots
         for (size_t s = 0; s < n_slots; ++s) sc[s * dim + dim / 2] = -kInf;  // a dead channel
         std::vector<const float*> kr(n_slots), sr(n_slots);
-        for (size_t s = 0; s < n_slots; ++s) kr[s] = kv.data() + s * dim, sr[s] = sc.data() + s * dim;
+        for (size_t s = 0; s < n_slots; ++s)
+          kr[s] = kv.data() + s * dim, sr[s] = sc.data() + s * dim;
         std::vector<float> got(dim), want(dim);
         fn(kr.data(), sr.data(), n_slots, dim, got.data());
         compress_pool_f32_ref(kr.data(), sr.data(), n_slots, dim, want.data());
@@ -331,8 +338,8 @@ TEST(OpsIndexer, ScoreVariantsMatchRef) {
     for (size_t heads : {1u, 5u, 16u, 64u, 70u}) {
       for (size_t dim : {1u, 7u, 32u, 128u}) {
         for (size_t keys : {1u, 2u, 3u, 17u}) {
-          SCOPED_TRACE(isa_label(isa) + " heads=" + std::to_string(heads) + " dim=" +
-                       std::to_string(dim) + " keys=" + std::to_string(keys));
+          SCOPED_TRACE(isa_label(isa) + " heads=" + std::to_string(heads) +
+                       " dim=" + std::to_string(dim) + " keys=" + std::to_string(keys));
           const auto q = random_floats(heads * dim, 111 + heads * dim);
           const auto w = random_floats(heads, 112 + heads);
           const auto k = random_floats(keys * dim, 113 + keys * dim);
@@ -360,7 +367,8 @@ TEST(Ops, DispatchedEntryPointsUseEveryTier) {
     pick(isa, softmax_f32_ref, softmax_f32_avx2, softmax_f32_avx512)(x.data(), b.data(), 1000);
     EXPECT_EQ(a, b) << isa_label(isa);
     rmsnorm_f32(x.data(), nullptr, a.data(), 1000, 1e-6f);
-    pick(isa, rmsnorm_f32_ref, rmsnorm_f32_avx2, rmsnorm_f32_avx512)(x.data(), nullptr, b.data(), 1000, 1e-6f);
+    pick(isa, rmsnorm_f32_ref, rmsnorm_f32_avx2, rmsnorm_f32_avx512)(x.data(), nullptr, b.data(),
+                                                                     1000, 1e-6f);
     EXPECT_EQ(a, b) << isa_label(isa);
   }
 }
@@ -378,7 +386,8 @@ TEST(RmsNorm, RefMatchesDoubleFormula) {
   const double r = 1.0 / std::sqrt(ss / n + 1e-6);
   std::vector<float> y(n);
   rmsnorm_f32_ref(x.data(), w.data(), y.data(), n, 1e-6f);
-  for (size_t i = 0; i < n; ++i) ASSERT_NEAR(y[i], w[i] * x[i] * r, 3e-7 * std::fabs(w[i] * x[i] * r) + 1e-12);
+  for (size_t i = 0; i < n; ++i)
+    ASSERT_NEAR(y[i], w[i] * x[i] * r, 3e-7 * std::fabs(w[i] * x[i] * r) + 1e-12);
   // The weightless norm is the weighted one with w = 1, and normalises the mean square to ~1.
   std::vector<float> ones(n, 1.0f), a(n), b(n);
   rmsnorm_f32_ref(x.data(), ones.data(), a.data(), n, 1e-6f);
@@ -400,7 +409,8 @@ TEST(Rope, InvFreqMatchesDoubleFormula) {
   const auto inv = rope_inv_freq(p);
   ASSERT_EQ(inv.size(), 32u);
   for (size_t i = 0; i < 32; ++i)
-    EXPECT_NEAR(inv[i], std::pow(10000.0, -2.0 * i / 64.0), 2e-7 * std::pow(10000.0, -2.0 * i / 64.0));
+    EXPECT_NEAR(inv[i], std::pow(10000.0, -2.0 * i / 64.0),
+                2e-7 * std::pow(10000.0, -2.0 * i / 64.0));
   EXPECT_EQ(inv[0], 1.0f);
 }
 
@@ -426,9 +436,9 @@ TEST(Rope, YarnBlendsBetweenCorrectionDims) {
   yarn.factor = 16;
   yarn.original_max_position_embeddings = 65536;
   const auto a = rope_inv_freq(plain), b = rope_inv_freq(yarn);
-  for (size_t i = 0; i <= 15; ++i) EXPECT_EQ(b[i], a[i]) << i;        // extrapolated: unchanged
-  for (size_t i = 25; i < 32; ++i) EXPECT_EQ(b[i], a[i] / 16) << i;   // interpolated: / factor
-  for (size_t i = 16; i < 25; ++i) {                                   // linear blend in between
+  for (size_t i = 0; i <= 15; ++i) EXPECT_EQ(b[i], a[i]) << i;       // extrapolated: unchanged
+  for (size_t i = 25; i < 32; ++i) EXPECT_EQ(b[i], a[i] / 16) << i;  // interpolated: / factor
+  for (size_t i = 16; i < 25; ++i) {                                 // linear blend in between
     const double ramp = (i - 15.0) / 10.0;
     EXPECT_NEAR(b[i], a[i] / 16 * ramp + a[i] * (1 - ramp), 1e-6 * a[i]) << i;
   }
@@ -451,7 +461,8 @@ TEST(Rope, CosSinMatchDoubleAngleAndTableIsExact) {
       // The angle is the f32 product pos * inv_freq (as in the references); its rounding is
       // <= pos * 2^-24 rad, so compare against the exact double angle with that allowance.
       const double angle = static_cast<double>(pos) * std::pow(10000.0, -2.0 * i / 64.0);
-      const double tol = 2e-7 + 1.2e-7 * static_cast<double>(pos) * std::pow(10000.0, -2.0 * i / 64.0);
+      const double tol =
+          2e-7 + 1.2e-7 * static_cast<double>(pos) * std::pow(10000.0, -2.0 * i / 64.0);
       ASSERT_NEAR(c[i], std::cos(angle), tol) << pos << " " << i;
       ASSERT_NEAR(s[i], std::sin(angle), tol) << pos << " " << i;
     }
@@ -469,8 +480,8 @@ TEST(Rope, PositionZeroIsIdentityAndRotationPreservesPairNorms) {
   std::vector<float> c(32), s(32);
   table.cos_sin(0, c.data(), s.data());
   for (Isa isa : supported_isas()) {
-    auto fn = pick(isa, rope_interleaved_f32_ref, rope_interleaved_f32_avx2,
-                   rope_interleaved_f32_avx512);
+    auto fn =
+        pick(isa, rope_interleaved_f32_ref, rope_interleaved_f32_avx2, rope_interleaved_f32_avx512);
     const auto x = random_floats(3 * 64, 211);
     auto y = x;
     fn(y.data(), 3, 64, c.data(), s.data(), 64, RopeDir::forward);
@@ -565,7 +576,8 @@ TEST(Softmax, SinkTakesItsShareOfTheMass) {
   EXPECT_EQ(a, b);
   std::vector<float> dead(5, -kInf), z(5, 1.f);
   for (Isa isa : supported_isas()) {
-    pick(isa, softmax_sink_f32_ref, softmax_sink_f32_avx2, softmax_sink_f32_avx512)(dead.data(), z.data(), 5, 0.5f);
+    pick(isa, softmax_sink_f32_ref, softmax_sink_f32_avx2, softmax_sink_f32_avx512)(
+        dead.data(), z.data(), 5, 0.5f);
     EXPECT_EQ(z, std::vector<float>(5, 0.f)) << isa_label(isa);
   }
 }
@@ -573,7 +585,9 @@ TEST(Softmax, SinkTakesItsShareOfTheMass) {
 TEST(OpsActivation, RefSemantics) {
   std::vector<float> x = {0.f, 1.f, -1.f, 50.f, -50.f}, y(5);
   silu_f32_ref(x.data(), y.data(), 5);
-  for (size_t i = 0; i < 5; ++i) EXPECT_NEAR(y[i], x[i] / (1 + std::exp(-static_cast<double>(x[i]))), 1e-7 * std::fabs(x[i]) + 1e-30);
+  for (size_t i = 0; i < 5; ++i)
+    EXPECT_NEAR(y[i], x[i] / (1 + std::exp(-static_cast<double>(x[i]))),
+                1e-7 * std::fabs(x[i]) + 1e-30);
   // Clamp: gate from above only, up on both sides; limit <= 0 disables it.
   const std::vector<float> g = {50.f, -50.f, 3.f, 3.f}, u = {2.f, 2.f, 50.f, -50.f};
   std::vector<float> out(4);
@@ -582,8 +596,8 @@ TEST(OpsActivation, RefSemantics) {
   EXPECT_NEAR(out[0], silu(10) * 2, 1e-5);    // gate 50 -> 10
   EXPECT_NEAR(out[1], silu(-50) * 2, 1e-25);  // gate -50 stays -50 (not -10)
   EXPECT_NE(out[1], static_cast<float>(silu(-10) * 2));
-  EXPECT_NEAR(out[2], silu(3) * 10, 1e-5);    // up 50 -> 10
-  EXPECT_NEAR(out[3], silu(3) * -10, 1e-5);   // up -50 -> -10
+  EXPECT_NEAR(out[2], silu(3) * 10, 1e-5);   // up 50 -> 10
+  EXPECT_NEAR(out[3], silu(3) * -10, 1e-5);  // up -50 -> -10
   swiglu_f32_ref(g.data(), u.data(), out.data(), 4, 0.f, 0.5f);
   EXPECT_NEAR(out[0], silu(50) * 2 * 0.5, 1e-4);
   EXPECT_NEAR(out[2], silu(3) * 50 * 0.5, 1e-4);
@@ -684,7 +698,8 @@ TEST(Sinkhorn, RefIsNearlyDoublyStochasticAndMatchesDouble) {
     const auto logits = random_floats(hc * hc, 271 + hc, -2.f, 2.f);
     std::vector<float> c = logits;
     sinkhorn_f32_ref(c.data(), hc, 20, 1e-6f);
-    const auto want = sinkhorn_double(std::vector<double>(logits.begin(), logits.end()), hc, 20, 1e-6);
+    const auto want =
+        sinkhorn_double(std::vector<double>(logits.begin(), logits.end()), hc, 20, 1e-6);
     for (size_t i = 0; i < hc * hc; ++i) ASSERT_NEAR(c[i], want[i], 2e-6) << hc << " " << i;
     // Columns are normalised last: each sums to s / (s + eps) = 1 - O(eps). Rows converge.
     for (size_t k = 0; k < hc; ++k) {
@@ -748,9 +763,9 @@ TEST(OpsCompressor, PoolRefSemantics) {
   const float* sr[] = {s0.data(), s1.data(), s2.data()};
   std::vector<float> out(dim), out2(dim);
   compress_pool_f32_ref(kr, sr, 3, dim, out.data());
-  EXPECT_NEAR(out[0], 3.0, 1e-6);                 // equal scores: the mean
-  EXPECT_NEAR(out[1], 0.25 * 2 + 0.75 * 6, 1e-6);  // weights 1:3
-  EXPECT_NEAR(out[2], 3.0, 1e-6);                 // one dominant score
+  EXPECT_NEAR(out[0], 3.0, 1e-6);                      // equal scores: the mean
+  EXPECT_NEAR(out[1], 0.25 * 2 + 0.75 * 6, 1e-6);      // weights 1:3
+  EXPECT_NEAR(out[2], 3.0, 1e-6);                      // one dominant score
   compress_pool_f32_ref(kr, sr, 2, dim, out2.data());  // a -inf slot == an omitted slot
   EXPECT_EQ(out, out2);
   const float* dead_s[] = {s2.data()};
@@ -871,8 +886,8 @@ TEST(OpsGolden, RopeFrequenciesCosSinAndApplication) {
   const size_t H = 2, S = apos.size(), D = 512;
   ASSERT_EQ(g["x"].size(), H * S * D);
   for (Isa isa : supported_isas()) {
-    auto fn = pick(isa, rope_interleaved_f32_ref, rope_interleaved_f32_avx2,
-                   rope_interleaved_f32_avx512);
+    auto fn =
+        pick(isa, rope_interleaved_f32_ref, rope_interleaved_f32_avx2, rope_interleaved_f32_avx512);
     for (RopeDir dir : {RopeDir::forward, RopeDir::inverse}) {
       std::vector<float> x = g["x"];
       for (size_t si = 0; si < S; ++si) {
@@ -905,7 +920,8 @@ TEST(OpsGolden, SoftmaxWithSinkMatchesEagerAttention) {
       for (size_t s = 0; s < S; ++s)
         fn(logits.data() + (h * S + s) * T, y.data() + (h * S + s) * T, T, sinks[h]);
     // f32 softmax both sides; a few ulp of values <= 1.
-    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], probs[i], 3e-7) << isa_label(isa) << " " << i;
+    for (size_t i = 0; i < y.size(); ++i)
+      ASSERT_NEAR(y[i], probs[i], 3e-7) << isa_label(isa) << " " << i;
   }
 }
 
@@ -919,7 +935,8 @@ TEST(OpsGolden, HyperConnectionSinkhornCollapseExpandHead) {
                           1e-6f, pre.data(), post.data(), comb.data());
     for (size_t j = 0; j < hc; ++j) EXPECT_NEAR(post[j], g["post"][s * hc + j], 3e-7);
     // 20 Sinkhorn rounds of f32 divisions: a few ulp per round on values <= 1.
-    for (size_t i = 0; i < hc * hc; ++i) EXPECT_NEAR(comb[i], g["comb"][s * hc * hc + i], 2e-6) << i;
+    for (size_t i = 0; i < hc * hc; ++i)
+      EXPECT_NEAR(comb[i], g["comb"][s * hc * hc + i], 2e-6) << i;
     hc_collapse_f32(g["streams"].data() + s * hc * D, pre.data(), hc, D, col.data());
     for (size_t d = 0; d < D; ++d) EXPECT_NEAR(col[d], g["collapsed"][s * D + d], 2e-6);
     // Expand with the golden post/comb so this checks only the mixing.
@@ -1014,11 +1031,13 @@ TEST(OpsGolden, CompressorPoolNormRope) {
       compress_pool_f32(kr.data(), sr.data(), kr.size(), d, out.data());
       rmsnorm_f32(out.data(), g[p + "_norm"].data(), out.data(), d, 1e-6f);
       rope.cos_sin(static_cast<int64_t>(w * ratio), c.data(), sn.data());
-      rope_interleaved_f32(out.data() + d - rope_dim, 1, d, c.data(), sn.data(), rope_dim, RopeDir::forward);
+      rope_interleaved_f32(out.data() + d - rope_dim, 1, d, c.data(), sn.data(), rope_dim,
+                           RopeDir::forward);
       for (size_t j = 0; j < d; ++j) {
         const float want = g[p + "_out"][w * d + j];
         // Pool (few ulp) -> norm -> rotation; outputs are O(1..10): 2e-6 relative + 1e-6.
-        EXPECT_NEAR(out[j], want, 2e-6 * std::fabs(want) + 1e-6) << p << " window " << w << " ch " << j;
+        EXPECT_NEAR(out[j], want, 2e-6 * std::fabs(want) + 1e-6)
+            << p << " window " << w << " ch " << j;
       }
     }
   }

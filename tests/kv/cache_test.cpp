@@ -25,7 +25,8 @@ std::string fixture(const char* name) {
 // Every f32 bit pattern nearest to each code midpoint, plus a strided sweep of all patterns.
 template <typename Fn>
 void for_test_floats(Fn fn) {
-  for (uint64_t b = 0; b <= 0xFFFFFFFFull; b += 65537) fn(std::bit_cast<float>(static_cast<uint32_t>(b)));
+  for (uint64_t b = 0; b <= 0xFFFFFFFFull; b += 65537)
+    fn(std::bit_cast<float>(static_cast<uint32_t>(b)));
   for (int c = 0; c < 256; ++c) {
     const float v = kernels::decode_f8e4m3(static_cast<uint8_t>(c));
     const float u = kernels::decode_f8e4m3(static_cast<uint8_t>(c + 1 < 256 ? c + 1 : c));
@@ -53,10 +54,12 @@ TEST(KvCodec, ScalarsMatchKernelCodecs) {
     }
   }
   for (int c = 0; c < 16; ++c)
-    EXPECT_EQ(codec::e2m1_to_f32(static_cast<uint8_t>(c)), kernels::decode_f4e2m1(static_cast<uint8_t>(c)));
+    EXPECT_EQ(codec::e2m1_to_f32(static_cast<uint8_t>(c)),
+              kernels::decode_f4e2m1(static_cast<uint8_t>(c)));
   for (uint32_t h = 0; h < 65536; ++h) {
     const float a = codec::bf16_to_f32(static_cast<uint16_t>(h));
-    EXPECT_EQ(std::bit_cast<uint32_t>(a), std::bit_cast<uint32_t>(kernels::decode_bf16(static_cast<uint16_t>(h))));
+    EXPECT_EQ(std::bit_cast<uint32_t>(a),
+              std::bit_cast<uint32_t>(kernels::decode_bf16(static_cast<uint16_t>(h))));
   }
   size_t n = 0, bad = 0;
   for_test_floats([&](float x) {
@@ -83,7 +86,7 @@ TEST(KvCodec, V4EntryAndIndexerKeyFollowTheRule) {
     const float mag = std::ldexp(1.f, trial % 20 - 10);
     for (float& v : x) v = nd(rng) * mag;
     if (trial == 3) std::fill(x.begin(), x.begin() + 64, 0.f);  // amax floor 1e-4
-    x[5] = 1000.f * mag;                                          // outlier in block 0
+    x[5] = 1000.f * mag;                                        // outlier in block 0
     std::vector<uint8_t> rec(codec::v4_entry_bytes(hd, rd));
     codec::encode_v4_entry(x.data(), hd, rd, rec.data());
     record::V4KvEntryFp8 r;
@@ -152,8 +155,8 @@ TEST(KvCache, AllocatedEqualsPredictedForFixtureConfigs) {
         auto cache = SequenceCache::create(*cfg, scheme, pool);
         ASSERT_TRUE(cache.ok()) << cache.status().to_string();
         ASSERT_TRUE(fill_synthetic(*cache, 0, n, 1).ok());
-        const std::string what = std::string(name) + " " + std::string(scheme_name(scheme)) +
-                                 " n=" + std::to_string(n);
+        const std::string what =
+            std::string(name) + " " + std::string(scheme_name(scheme)) + " n=" + std::to_string(n);
         auto predicted = context_bytes(*layout, static_cast<uint64_t>(n));
         ASSERT_TRUE(predicted.ok());
         expect_bytes_eq(cache->allocated_bytes(), *predicted, what);
@@ -179,7 +182,8 @@ TEST(KvCache, EntriesRoundTripExactlyUnderF32) {
   ASSERT_TRUE(cache->reserve(4 * 20).ok());
   std::vector<float> row(512), out(512);
   for (int e = 0; e < 20; ++e) {
-    for (size_t i = 0; i < row.size(); ++i) row[i] = static_cast<float>(e * 1000 + static_cast<int>(i)) * 0.37f;
+    for (size_t i = 0; i < row.size(); ++i)
+      row[i] = static_cast<float>(e * 1000 + static_cast<int>(i)) * 0.37f;
     cache->append_entry(1, row.data());  // layer 1 is CSA (ratio 4)
   }
   EXPECT_EQ(cache->n_entries(1), 20);
@@ -214,14 +218,16 @@ TEST(KvCache, BudgetExhaustionIsACleanError) {
   EXPECT_NE(s.message().find("budget"), std::string::npos);
   EXPECT_LE(pool->reserved(), pool->budget());
   // A second sequence on the same pool cannot get its state.
-  EXPECT_EQ(SequenceCache::create(*cfg, Scheme::official, pool).status().code(), ErrorCode::out_of_memory);
+  EXPECT_EQ(SequenceCache::create(*cfg, Scheme::official, pool).status().code(),
+            ErrorCode::out_of_memory);
 }
 
 TEST(KvCache, Bf16StorageIsRefused) {
   auto cfg = formats::load_model_config(fixture("tiny"));
   ASSERT_TRUE(cfg.ok());
-  EXPECT_EQ(SequenceCache::create(*cfg, Scheme::bf16, std::make_shared<BlockPool>()).status().code(),
-            ErrorCode::unsupported);
+  EXPECT_EQ(
+      SequenceCache::create(*cfg, Scheme::bf16, std::make_shared<BlockPool>()).status().code(),
+      ErrorCode::unsupported);
 }
 
 // restore(s) gives back exactly the records a fill to s holds, and the accounting of s tokens.
@@ -247,7 +253,8 @@ TEST(KvCache, RestoreToCheckpointEqualsFreshFill) {
       for (int64_t p = 128; p < 256; ++p) {
         a->read_window(l, p, x.data());
         b->read_window(l, p, y.data());
-        ASSERT_EQ(std::vector<float>(x.begin(), x.begin() + 512), std::vector<float>(y.begin(), y.begin() + 512));
+        ASSERT_EQ(std::vector<float>(x.begin(), x.begin() + 512),
+                  std::vector<float>(y.begin(), y.begin() + 512));
       }
       ASSERT_EQ(a->n_entries(l), b->n_entries(l));
       for (int64_t e = 0; e < a->n_entries(l); ++e) {
@@ -259,8 +266,10 @@ TEST(KvCache, RestoreToCheckpointEqualsFreshFill) {
         for (Compressor c : {Compressor::kv, Compressor::indexer}) {
           const CompressorStateView va = a->compressor_state(l, c), vb = b->compressor_state(l, c);
           const int64_t w = 256 / va.ratio - 1;  // the previous window joins the next entry
-          ASSERT_TRUE(std::equal(va.kv_row(w, 0), va.kv_row(w, 0) + va.ratio * va.width, vb.kv_row(w, 0)));
-          ASSERT_TRUE(std::equal(va.gate_row(w, 0), va.gate_row(w, 0) + va.ratio * va.width, vb.gate_row(w, 0)));
+          ASSERT_TRUE(
+              std::equal(va.kv_row(w, 0), va.kv_row(w, 0) + va.ratio * va.width, vb.kv_row(w, 0)));
+          ASSERT_TRUE(std::equal(va.gate_row(w, 0), va.gate_row(w, 0) + va.ratio * va.width,
+                                 vb.gate_row(w, 0)));
         }
       }
     }

@@ -107,7 +107,7 @@ TEST(Layout, PerTokenBytesOfEveryLayerType) {
     std::string_view model;
     LayerKind kind;
     Scheme s;
-    double per_token;          // with indexer keys
+    double per_token;  // with indexer keys
     double per_token_no_index;
   };
   const Case cases[] = {
@@ -126,7 +126,8 @@ TEST(Layout, PerTokenBytesOfEveryLayerType) {
       {kDeepSeekV4Flash, LayerKind::hca, Scheme::official, (448 + 64 * 2 + 8) / 128.0,
        (448 + 64 * 2 + 8) / 128.0},  // 4.5625
       // V3.2 MLA: 512 latent + 64 RoPE dims per token, plus a 128-dim indexer key per token.
-      {kDeepSeekV32, LayerKind::mla_indexer, Scheme::bf16, (512 + 64) * 2 + 128 * 2, (512 + 64) * 2},
+      {kDeepSeekV32, LayerKind::mla_indexer, Scheme::bf16, (512 + 64) * 2 + 128 * 2,
+       (512 + 64) * 2},
       {kDeepSeekV32, LayerKind::mla_indexer, Scheme::f32, (512 + 64) * 4 + 128 * 4, (512 + 64) * 4},
       // official: 512 fp8 + 4 f32 scales + 64 bf16 rope; key 128 fp8 + 1 f32 scale.
       {kDeepSeekV32, LayerKind::mla_indexer, Scheme::official, (512 + 4 * 4 + 64 * 2) + (128 + 4),
@@ -147,7 +148,8 @@ TEST(Layout, PerTokenBytesOfEveryLayerType) {
 }
 
 TEST(Layout, MlaV3OfficialIsBf16) {
-  auto c = formats::load_model_config(std::string(DSV4_TEST_DATA_DIR) + "/configs/deepseek_v3.json");
+  auto c =
+      formats::load_model_config(std::string(DSV4_TEST_DATA_DIR) + "/configs/deepseek_v3.json");
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   for (Scheme s : {Scheme::bf16, Scheme::official}) {
     auto l = make_layout(*c, s);
@@ -165,7 +167,8 @@ TEST(Layout, CountsAtCompressionBoundaries) {
   const LayerLayout& swa = first_of(l, LayerKind::sliding_window);
   const uint64_t e = 512 * 2, key = 128 * 2;
   // CSA entries: floor(N / 4) at ratio - 1, ratio, ratio + 1 (and 2 ratio - 1, 2 ratio).
-  for (auto [n, entries] : {std::pair<uint64_t, uint64_t>{0, 0}, {3, 0}, {4, 1}, {5, 1}, {7, 1}, {8, 2}}) {
+  for (auto [n, entries] :
+       {std::pair<uint64_t, uint64_t>{0, 0}, {3, 0}, {4, 1}, {5, 1}, {7, 1}, {8, 2}}) {
     auto b = layer_bytes(csa, n);
     ASSERT_TRUE(b.ok());
     EXPECT_EQ(b->compressed, entries * e) << n;
@@ -174,7 +177,8 @@ TEST(Layout, CountsAtCompressionBoundaries) {
     EXPECT_EQ(b->compressor_state, csa.compressor_state_bytes) << n;  // fixed, even at 0
   }
   // HCA entries: floor(N / 128); the window saturates at 128 tokens.
-  for (auto [n, entries] : {std::pair<uint64_t, uint64_t>{127, 0}, {128, 1}, {129, 1}, {255, 1}, {256, 2}}) {
+  for (auto [n, entries] :
+       {std::pair<uint64_t, uint64_t>{127, 0}, {128, 1}, {129, 1}, {255, 1}, {256, 2}}) {
     auto b = layer_bytes(hca, n);
     ASSERT_TRUE(b.ok());
     EXPECT_EQ(b->compressed, entries * e) << n;
@@ -232,7 +236,8 @@ TEST(Layout, PublishedTotalsAtOneMillionTokens) {
     EXPECT_EQ(b->window, 61 * 128 * 1024u);
   }
   // GQA baseline: 2 x 8 x 128 x 2 B x 61 layers = 249,856 B per token; 244 GiB at 1M.
-  EXPECT_DOUBLE_EQ(static_cast<double>(total(layout_of(kGqaBaseline, Scheme::bf16), n)) / kGiB, 244.0);
+  EXPECT_DOUBLE_EQ(static_cast<double>(total(layout_of(kGqaBaseline, Scheme::bf16), n)) / kGiB,
+                   244.0);
 }
 
 TEST(Layout, DeployedV4IsAboutATenthOfV32AndAFiftiethOfGqa) {
@@ -251,7 +256,8 @@ TEST(Layout, ContextBytesIsTheSumOfLayers) {
   for (std::string_view name : {kDeepSeekV32, kDeepSeekV4Flash, kDeepSeekV4Pro, kGqaBaseline}) {
     for (Scheme s : {Scheme::bf16, Scheme::f32, Scheme::official}) {
       KvLayout l = layout_of(name, s);
-      for (uint64_t n : {uint64_t{0}, uint64_t{1}, uint64_t{127}, uint64_t{129}, 100003 * uint64_t{7}}) {
+      for (uint64_t n :
+           {uint64_t{0}, uint64_t{1}, uint64_t{127}, uint64_t{129}, 100003 * uint64_t{7}}) {
         uint64_t sum = 0;
         for (const LayerLayout& x : l.layers) sum += layer_bytes(x, n)->total();
         EXPECT_EQ(total(l, n), sum) << name << " " << scheme_name(s) << " " << n;
@@ -301,7 +307,8 @@ TEST(Layout, MtpLayers) {
 }
 
 TEST(Layout, GqaSlidingLayers) {
-  auto c = formats::load_model_config(std::string(DSV4_TEST_DATA_DIR) + "/configs/qwen2_sliding_tiny.json");
+  auto c = formats::load_model_config(std::string(DSV4_TEST_DATA_DIR) +
+                                      "/configs/qwen2_sliding_tiny.json");
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   auto l = make_layout(*c, Scheme::bf16);
   ASSERT_TRUE(l.ok());
@@ -318,7 +325,8 @@ TEST(Layout, GqaSlidingLayers) {
 
 TEST(Layout, Errors) {
   // `official` needs FP4 blocks of 32 indexer dims: the tiny config's 48 has none.
-  auto tiny = formats::load_model_config(std::string(DSV4_TEST_DATA_DIR) + "/configs/deepseek_v4_tiny.json");
+  auto tiny = formats::load_model_config(std::string(DSV4_TEST_DATA_DIR) +
+                                         "/configs/deepseek_v4_tiny.json");
   ASSERT_TRUE(tiny.ok()) << tiny.status().to_string();
   auto off = make_layout(*tiny, Scheme::official);
   ASSERT_FALSE(off.ok());
@@ -361,7 +369,8 @@ TEST(Layout, EmbeddedConfigsParse) {
   }
   EXPECT_EQ(load_embedded_config("nope").status().code(), ErrorCode::not_found);
   // The embedded V4-Flash text and the fixture copy parse to the same schedule.
-  auto fixture = formats::load_model_config(std::string(DSV4_TEST_DATA_DIR) + "/configs/deepseek_v4_flash.json");
+  auto fixture = formats::load_model_config(std::string(DSV4_TEST_DATA_DIR) +
+                                            "/configs/deepseek_v4_flash.json");
   ASSERT_TRUE(fixture.ok());
   EXPECT_EQ(fixture->layer_types, embedded(kDeepSeekV4Flash).layer_types);
 }

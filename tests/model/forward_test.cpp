@@ -50,13 +50,14 @@ TEST_P(ForwardFixture, MatchesReference) {
   ASSERT_TRUE(rep.ok()) << rep.status().to_string();
   std::string layers;
   for (const auto& d : rep->layers)
-    layers += "\n  layer " + std::to_string(d.layer) + ": sumsq rel " + std::to_string(d.sumsq_rel) +
-              " sum rel " + std::to_string(d.sum_rel) + " (position " +
-              std::to_string(d.worst_position) + ")";
+    layers += "\n  layer " + std::to_string(d.layer) + ": sumsq rel " +
+              std::to_string(d.sumsq_rel) + " sum rel " + std::to_string(d.sum_rel) +
+              " (position " + std::to_string(d.worst_position) + ")";
   RecordProperty("logits_rel", std::to_string(rep->logits_rel()));
-  EXPECT_EQ(rep->first_divergent_layer, -1) << "first diverging layer " << rep->first_divergent_layer << layers;
-  EXPECT_LE(rep->logits_rel(), kLogitTolerance)
-      << "max|diff| " << rep->logits_max_abs_diff << " at position " << rep->worst_position << layers;
+  EXPECT_EQ(rep->first_divergent_layer, -1)
+      << "first diverging layer " << rep->first_divergent_layer << layers;
+  EXPECT_LE(rep->logits_rel(), kLogitTolerance) << "max|diff| " << rep->logits_max_abs_diff
+                                                << " at position " << rep->worst_position << layers;
   EXPECT_LE(rep->decode_vs_prefill_max_abs, kLogitTolerance * rep->ref_logits_max_abs);
   EXPECT_FALSE(rep->ref_greedy_tokens.empty());
   EXPECT_EQ(rep->greedy_tokens, rep->ref_greedy_tokens);
@@ -72,7 +73,9 @@ TEST(Forward, FixturesExist) {
   EXPECT_GE(fixture_dirs().size(), 3u);
 }
 
-std::string tiny_dir() { return (fs::path(DSV4_TEST_DATA_DIR) / "fixtures" / "tiny").string(); }
+std::string tiny_dir() {
+  return (fs::path(DSV4_TEST_DATA_DIR) / "fixtures" / "tiny").string();
+}
 
 TEST(Forward, OneThreadEqualsTwoThreadsAndChunkingIsInvisible) {
   auto model = Model::load(tiny_dir());
@@ -126,7 +129,8 @@ TEST(Forward, PerturbedWeightIsDetectedAtItsLayer) {
     uint16_t h;
     std::memcpy(&h, t->data(), 2);
     const uint16_t bumped = kernels::encode_bf16(kernels::decode_bf16(h) + 8.0f);
-    std::fstream f((tmp / "model.safetensors").string(), std::ios::in | std::ios::out | std::ios::binary);
+    std::fstream f((tmp / "model.safetensors").string(),
+                   std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(static_cast<std::streamoff>(off));
     f.write(reinterpret_cast<const char*>(&bumped), 2);
   }

@@ -76,7 +76,8 @@ class OfficialFixture : public ::testing::TestWithParam<const char*> {};
 TEST_P(OfficialFixture, LogitsNearReferenceAndGreedyMatches) {
   auto model = load(GetParam());
   ASSERT_NE(model, nullptr);
-  auto ref = formats::SafetensorsFile::open((fs::path(dir_of(GetParam())) / "reference.safetensors").string());
+  auto ref = formats::SafetensorsFile::open(
+      (fs::path(dir_of(GetParam())) / "reference.safetensors").string());
   ASSERT_TRUE(ref.ok());
   const auto tokens = read_ref<int32_t>(*ref, "tokens");
   const auto ref_logits = read_ref<float>(*ref, "logits");
@@ -99,16 +100,17 @@ TEST_P(OfficialFixture, LogitsNearReferenceAndGreedyMatches) {
     sum_rel += row_diff / row_ref;
     sum_diff += row_diff;
     const auto a = std::max_element(&logits[t * V], &logits[t * V] + V) - &logits[t * V];
-    const auto b = std::max_element(&ref_logits[t * V], &ref_logits[t * V] + V) - &ref_logits[t * V];
+    const auto b =
+        std::max_element(&ref_logits[t * V], &ref_logits[t * V] + V) - &ref_logits[t * V];
     argmax_same += a == b;
   }
   const double rel = max_diff / max_ref;
   const double mean_row_rel = sum_rel / double(tokens.size());
   const double mean_row_diff = sum_diff / double(tokens.size());
-  std::printf("%s official vs f32 reference: max|dlogit| %.4g (ref max %.4g) rel %.3g, mean row "
-              "max|dlogit| %.3g rel %.3g, argmax agrees at %zu/%zu positions\n",
-              GetParam(), max_diff, max_ref, rel, mean_row_diff, mean_row_rel, argmax_same,
-              tokens.size());
+  std::printf(
+      "%s official vs f32 reference: max|dlogit| %.4g (ref max %.4g) rel %.3g, mean row "
+      "max|dlogit| %.3g rel %.3g, argmax agrees at %zu/%zu positions\n",
+      GetParam(), max_diff, max_ref, rel, mean_row_diff, mean_row_rel, argmax_same, tokens.size());
   RecordProperty("official_logits_rel", std::to_string(rel));
   EXPECT_LE(mean_row_rel, kOfficialMeanRowBound);
   EXPECT_LE(rel, kOfficialWorstBound);
@@ -125,7 +127,8 @@ TEST_P(OfficialFixture, LogitsNearReferenceAndGreedyMatches) {
   ASSERT_TRUE(model->forward(prompt, *gs, pool, last.data(), false).ok());
   size_t same = 0;
   for (size_t i = 0; i < ref_greedy.size(); ++i) {
-    const auto tok = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+    const auto tok =
+        static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
     if (tok != ref_greedy[i]) break;
     ++same;
     ASSERT_TRUE(model->forward({&tok, 1}, *gs, pool, last.data(), false).ok());
@@ -180,14 +183,18 @@ TEST(KvForward, RewindThenExtendEqualsFreshRun) {
     for (int64_t interval : {int64_t{128}, int64_t{0}}) {
       for (int64_t p : {0, 3, 4, 5, 127, 128, 129, 255, 256, 257, 299}) {
         if (interval == 0 && p != 129 && p != 257) continue;  // replay from 0: a few suffice
-        auto st = model->new_sequence(scheme, nullptr, kv::CacheOptions{.block_records = 64, .checkpoint_interval = interval});
+        auto st = model->new_sequence(
+            scheme, nullptr,
+            kv::CacheOptions{.block_records = 64, .checkpoint_interval = interval});
         ASSERT_TRUE(st.ok());
         ASSERT_TRUE(model->forward(tokens, *st, pool, nullptr, false).ok());
         ASSERT_TRUE(model->rewind(*st, p, pool).ok());
         EXPECT_EQ(st->n_tokens, p);
         EXPECT_EQ(st->tokens, std::vector<int32_t>(tokens.begin(), tokens.begin() + p));
         std::vector<float> got((tokens.size() - static_cast<size_t>(p)) * V);
-        ASSERT_TRUE(model->forward(std::span(tokens).subspan(static_cast<size_t>(p)), *st, pool, got.data()).ok());
+        ASSERT_TRUE(
+            model->forward(std::span(tokens).subspan(static_cast<size_t>(p)), *st, pool, got.data())
+                .ok());
         ASSERT_TRUE(std::equal(got.begin(), got.end(), want.begin() + p * static_cast<int64_t>(V)))
             << kv::scheme_name(scheme) << " interval " << interval << " p " << p;
         EXPECT_EQ(st->kv.allocated_bytes().total(), fresh->kv.allocated_bytes().total());

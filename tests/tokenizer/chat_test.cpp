@@ -99,7 +99,8 @@ TEST(ChatRender, MatchesReferenceVectors) {
     ASSERT_TRUE(prompt.ok()) << prompt.status().to_string();
     EXPECT_EQ(prompt->text, c["prompt"].get<std::string>());
     std::vector<std::pair<size_t, size_t>> ranges;
-    for (const auto& r : c["special_ranges"]) ranges.emplace_back(r[0].get<size_t>(), r[1].get<size_t>());
+    for (const auto& r : c["special_ranges"])
+      ranges.emplace_back(r[0].get<size_t>(), r[1].get<size_t>());
     EXPECT_EQ(prompt->special_ranges, ranges);
 
     const ChatParseOptions opt = chat_parse_options(*req);
@@ -138,7 +139,8 @@ TEST(ChatRender, ExampleFromDocs) {
             "<｜begin▁of▁sentence｜>You are helpful.<｜User｜>2+2?<｜Assistant｜></think>4"
             "<｜end▁of▁sentence｜><｜User｜>and 3+3?<｜Assistant｜><think>");
   ASSERT_FALSE(p->special_ranges.empty());
-  EXPECT_EQ(p->text.substr(p->special_ranges[0].first, p->special_ranges[0].second - p->special_ranges[0].first),
+  EXPECT_EQ(p->text.substr(p->special_ranges[0].first,
+                           p->special_ranges[0].second - p->special_ranges[0].first),
             chat_tokens::kBos);
 }
 
@@ -177,11 +179,12 @@ TEST(ChatRender, HandBuiltRequestsAreChecked) {
 }
 
 TEST(ChatRequest, RejectsBadJsonWithoutThrowing) {
-  for (const char* bad : {"", "{", "[1,2]", "null", "{\"messages\": 5}", "{\"messages\": [5]}",
-                          "{\"messages\": [{\"role\": 1}]}", "\xff\xfe",
-                          "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": {}}",
-                          "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], "
-                          "\"response_format\": {\"type\": \"json_object\"}}"}) {
+  for (const char* bad :
+       {"", "{", "[1,2]", "null", "{\"messages\": 5}", "{\"messages\": [5]}",
+        "{\"messages\": [{\"role\": 1}]}", "\xff\xfe",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": {}}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], "
+        "\"response_format\": {\"type\": \"json_object\"}}"}) {
     auto r = parse_chat_request(bad);
     EXPECT_FALSE(r.ok()) << bad;
   }
@@ -384,16 +387,34 @@ TEST(ChatParse, IncompleteUtf8IsHeldAcrossPushes) {
 
 TEST(ChatParse, RandomGarbageNeverCrashesAndIsSplitInvariant) {
   // Random mixtures of marker fragments; the result must not depend on the split.
-  const std::vector<std::string> pieces = {
-      "<", "｜", "DSML", "｜DSML｜", "<｜DSML｜", "</｜DSML｜", "tool_calls>", "invoke name=\"",
-      "parameter name=\"", "\"", "true\">", "false\">", "</think>", "\n", "\n\n", "x", "é",
-      "STOP", "</｜DSML｜tool_calls>", "{", "\\"};
+  const std::vector<std::string> pieces = {"<",
+                                           "｜",
+                                           "DSML",
+                                           "｜DSML｜",
+                                           "<｜DSML｜",
+                                           "</｜DSML｜",
+                                           "tool_calls>",
+                                           "invoke name=\"",
+                                           "parameter name=\"",
+                                           "\"",
+                                           "true\">",
+                                           "false\">",
+                                           "</think>",
+                                           "\n",
+                                           "\n\n",
+                                           "x",
+                                           "é",
+                                           "STOP",
+                                           "</｜DSML｜tool_calls>",
+                                           "{",
+                                           "\\"};
   std::mt19937_64 rng(11);
   for (int rep = 0; rep < 200; ++rep) {
     std::string text;
     const int n = 1 + static_cast<int>(rng() % 40);
     for (int i = 0; i < n; ++i) text += pieces[rng() % pieces.size()];
-    for (ChatStage st : {ChatStage::content_start, ChatStage::reasoning_start, ChatStage::tool_calls}) {
+    for (ChatStage st :
+         {ChatStage::content_start, ChatStage::reasoning_start, ChatStage::tool_calls}) {
       ChatParseOptions opt{st, rng() % 2 == 0, {"STOP"}};
       const ParsedChatMessage whole = parse_chat_output(text, opt);
       std::vector<size_t> cuts;

@@ -6,10 +6,10 @@
 
 #include <gtest/gtest.h>
 
-#include <filesystem>
-#include <fstream>
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -79,16 +79,17 @@ void check_vectors(const Tokenizer& tok, const std::string& path, int* encodes, 
       ASSERT_TRUE(got.ok()) << got.status().to_string();
       if (*got != want && ++failures <= 10) {
         ADD_FAILURE() << r.at("name").get<std::string>() << " parse_special=" << parse_special
-                      << " no_added=" << no_added << "\n text: " << Json(text).dump() << "\n  want " << show_ids(want)
-                      << "\n  got  " << show_ids(*got);
+                      << " no_added=" << no_added << "\n text: " << Json(text).dump() << "\n  want "
+                      << show_ids(want) << "\n  got  " << show_ids(*got);
       }
       // Decoding the reference ids gives the reference's decode (the text itself here).
       const std::string decoded = r.contains("decoded") ? r.at("decoded").get<std::string>() : text;
       auto dec = tok.decode(want);
       ASSERT_TRUE(dec.ok()) << dec.status().to_string();
       if (*dec != decoded && ++failures <= 10) {
-        ADD_FAILURE() << r.at("name").get<std::string>() << ": decode differs: "
-                      << Json(*dec).dump() << " vs " << Json(decoded).dump();
+        ADD_FAILURE() << r.at("name").get<std::string>()
+                      << ": decode differs: " << Json(*dec).dump() << " vs "
+                      << Json(decoded).dump();
       }
     } else if (kind == "decode") {
       ++n_decode;
@@ -156,13 +157,29 @@ std::string random_valid_text(std::mt19937& rng, const Tokenizer& tok) {
     int kind = std::uniform_int_distribution<int>(0, 9)(rng);
     uint32_t cp = 0;
     switch (kind) {
-      case 0: case 1: case 2: cp = std::uniform_int_distribution<uint32_t>(0x20, 0x7E)(rng); break;
-      case 3: cp = " \t\n\r\x0b\x0c"[std::uniform_int_distribution<int>(0, 5)(rng)]; break;
-      case 4: cp = std::uniform_int_distribution<uint32_t>(0x80, 0x7FF)(rng); break;
-      case 5: cp = std::uniform_int_distribution<uint32_t>(0x800, 0xFFFF)(rng); break;
-      case 6: cp = std::uniform_int_distribution<uint32_t>(0x10000, 0x10FFFF)(rng); break;
-      case 7: cp = std::uniform_int_distribution<uint32_t>(0x4E00, 0x9FFF)(rng); break;
-      case 8: cp = std::uniform_int_distribution<uint32_t>(0, 0x1F)(rng); break;
+      case 0:
+      case 1:
+      case 2:
+        cp = std::uniform_int_distribution<uint32_t>(0x20, 0x7E)(rng);
+        break;
+      case 3:
+        cp = " \t\n\r\x0b\x0c"[std::uniform_int_distribution<int>(0, 5)(rng)];
+        break;
+      case 4:
+        cp = std::uniform_int_distribution<uint32_t>(0x80, 0x7FF)(rng);
+        break;
+      case 5:
+        cp = std::uniform_int_distribution<uint32_t>(0x800, 0xFFFF)(rng);
+        break;
+      case 6:
+        cp = std::uniform_int_distribution<uint32_t>(0x10000, 0x10FFFF)(rng);
+        break;
+      case 7:
+        cp = std::uniform_int_distribution<uint32_t>(0x4E00, 0x9FFF)(rng);
+        break;
+      case 8:
+        cp = std::uniform_int_distribution<uint32_t>(0, 0x1F)(rng);
+        break;
       default: {
         const auto& t = added[std::uniform_int_distribution<size_t>(0, added.size() - 1)(rng)];
         s += t.content;
@@ -225,12 +242,12 @@ TEST(Tokenizer, InvalidUtf8KnownCases) {
   const std::vector<Case> cases = {
       {"\xff", "\xef\xbf\xbd"},
       {"a\x80z", "a\xef\xbf\xbdz"},
-      {"\xe3\x81", "\xef\xbf\xbd"},                               // truncated 3-byte char
-      {"\xe3\x81z", "\xef\xbf\xbdz"},                             // cut by ASCII
+      {"\xe3\x81", "\xef\xbf\xbd"},                              // truncated 3-byte char
+      {"\xe3\x81z", "\xef\xbf\xbdz"},                            // cut by ASCII
       {"\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},  // surrogate: 3 subparts
       {"\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},                  // overlong
       {"\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},  // > U+10FFFF
-      {"\xf0\x9f\x98", "\xef\xbf\xbd"},                          // truncated emoji
+      {"\xf0\x9f\x98", "\xef\xbf\xbd"},                                          // truncated emoji
       {"\xf0\x9f\x98\xf0\x9f\x98\x80", "\xef\xbf\xbd\xf0\x9f\x98\x80"},
   };
   for (const Case& c : cases) {
@@ -250,7 +267,7 @@ std::string random_bytes(std::mt19937& rng, size_t max_len) {
   for (char& c : s) {
     int k = std::uniform_int_distribution<int>(0, 3)(rng);
     // Bias towards bytes that form (broken) multi-byte sequences.
-    c = static_cast<char>(k == 0 ? std::uniform_int_distribution<int>(0x20, 0x7E)(rng)
+    c = static_cast<char>(k == 0   ? std::uniform_int_distribution<int>(0x20, 0x7E)(rng)
                           : k == 1 ? std::uniform_int_distribution<int>(0x80, 0xBF)(rng)
                           : k == 2 ? std::uniform_int_distribution<int>(0xC0, 0xFF)(rng)
                                    : std::uniform_int_distribution<int>(0, 255)(rng));
@@ -282,8 +299,8 @@ TEST(Tokenizer, InvalidRunIsAHardBoundary) {
   // and a run X of ill-formed bytes.
   const Tokenizer& tok = deepseek();
   std::mt19937 rng(7);
-  const std::vector<std::string> runs = {"\xff", "\x80\x80", "\xe3\x81", "\xed\xa0\x80", "\xc3",
-                                         "\xf0\x9f\x98", "\xfe\xff\xc0"};
+  const std::vector<std::string> runs = {"\xff", "\x80\x80",     "\xe3\x81",    "\xed\xa0\x80",
+                                         "\xc3", "\xf0\x9f\x98", "\xfe\xff\xc0"};
   for (int i = 0; i < 500; ++i) {
     std::string a = random_valid_text(rng, tok), b = random_valid_text(rng, tok);
     const std::string& x = runs[static_cast<size_t>(i) % runs.size()];
@@ -301,9 +318,9 @@ TEST(Tokenizer, InvalidRunIsAHardBoundary) {
 TEST(Tokenizer, LongInputsDoNotFail) {
   // Long runs exercise the regexes' backtracking and the BPE heap on huge words.
   const Tokenizer& tok = deepseek();
-  for (const std::string& unit : {std::string(" "), std::string("a"), std::string("1"),
-                                  std::string("\n"), std::string(" \n"), std::string("中"),
-                                  std::string("!"), std::string("\xff")}) {
+  for (const std::string& unit :
+       {std::string(" "), std::string("a"), std::string("1"), std::string("\n"), std::string(" \n"),
+        std::string("中"), std::string("!"), std::string("\xff")}) {
     std::string s;
     while (s.size() < 1'000'000) s += unit;
     auto ids = tok.encode(s);
@@ -352,7 +369,8 @@ TEST(TokenizerBpe, ScanAndHeapMergeOrdersAgree) {
   auto bpe = BpeModel::build(std::move(vocab), merges, {}, "test");
   ASSERT_TRUE(bpe.ok()) << bpe.status().to_string();
   std::mt19937 rng(3);
-  const std::string alphabet = "etaoinshrdlucmfwypvbgkjqxz      ETAOIN0123456789.,'-\n\xe4\xb8\xad\xc3\xa9";
+  const std::string alphabet =
+      "etaoinshrdlucmfwypvbgkjqxz      ETAOIN0123456789.,'-\n\xe4\xb8\xad\xc3\xa9";
   BpeModel::Scratch s1, s2;
   for (int i = 0; i < 20000; ++i) {
     size_t n = std::uniform_int_distribution<size_t>(1, 80)(rng);
@@ -470,23 +488,27 @@ class TokenizerLoaderErrors : public ::testing::Test {
     vocab["abc"] = 257;
     return Json{
         {"version", "1.0"},
-        {"added_tokens", Json::array({Json{{"id", 258}, {"content", "<s>"}, {"special", true},
-                                           {"single_word", false}, {"lstrip", false},
-                                           {"rstrip", false}, {"normalized", false}}})},
+        {"added_tokens", Json::array({Json{{"id", 258},
+                                           {"content", "<s>"},
+                                           {"special", true},
+                                           {"single_word", false},
+                                           {"lstrip", false},
+                                           {"rstrip", false},
+                                           {"normalized", false}}})},
         {"normalizer", nullptr},
         {"pre_tokenizer",
          Json{{"type", "Sequence"},
-              {"pretokenizers",
-               Json::array({Json{{"type", "Split"},
-                                 {"pattern", Json{{"Regex", "\\p{N}{1,3}"}}},
-                                 {"behavior", "Isolated"},
-                                 {"invert", false}},
-                            Json{{"type", "ByteLevel"},
-                                 {"add_prefix_space", false},
-                                 {"use_regex", true}}})}}},
+              {"pretokenizers", Json::array({Json{{"type", "Split"},
+                                                  {"pattern", Json{{"Regex", "\\p{N}{1,3}"}}},
+                                                  {"behavior", "Isolated"},
+                                                  {"invert", false}},
+                                             Json{{"type", "ByteLevel"},
+                                                  {"add_prefix_space", false},
+                                                  {"use_regex", true}}})}}},
         {"post_processor", nullptr},
         {"decoder", Json{{"type", "ByteLevel"}}},
-        {"model", Json{{"type", "BPE"}, {"vocab", vocab}, {"merges", Json::array({"a b", "ab c"})}}},
+        {"model",
+         Json{{"type", "BPE"}, {"vocab", vocab}, {"merges", Json::array({"a b", "ab c"})}}},
     };
   }
 
@@ -605,7 +627,8 @@ TEST_F(TokenizerLoaderErrors, NormalizerPreTokenizerDecoder) {
   j["normalizer"] = Json{{"type", "NFC"}};
   expect_error(j, ErrorCode::unsupported, "normalizer.type");
   j = minimal();
-  j["normalizer"] = Json{{"type", "Sequence"}, {"normalizers", Json::array({Json{{"type", "Lowercase"}}})}};
+  j["normalizer"] =
+      Json{{"type", "Sequence"}, {"normalizers", Json::array({Json{{"type", "Lowercase"}}})}};
   expect_error(j, ErrorCode::unsupported, "normalizer.normalizers[0].type");
   j = minimal();
   j["normalizer"] = Json{{"type", "Sequence"}, {"normalizers", Json::array()}};
@@ -633,8 +656,8 @@ TEST_F(TokenizerLoaderErrors, NormalizerPreTokenizerDecoder) {
   j["pre_tokenizer"]["pretokenizers"][0].erase("behavior");
   expect_error(j, ErrorCode::parse_error, "pre_tokenizer.pretokenizers[0].behavior");
   j = minimal();
-  j["pre_tokenizer"]["pretokenizers"] = Json::array({j["pre_tokenizer"]["pretokenizers"][1],
-                                                     j["pre_tokenizer"]["pretokenizers"][0]});
+  j["pre_tokenizer"]["pretokenizers"] =
+      Json::array({j["pre_tokenizer"]["pretokenizers"][1], j["pre_tokenizer"]["pretokenizers"][0]});
   expect_error(j, ErrorCode::unsupported, "pre_tokenizer.pretokenizers[1]");
   j = minimal();
   j["pre_tokenizer"] = j["pre_tokenizer"]["pretokenizers"][0];  // no ByteLevel at all
@@ -719,8 +742,10 @@ TEST(TokenizerRegex, OnigurumaEscapesKeepTheirMeaning) {
   // \h = hex digit, \s includes U+0085 (checked against tokenizers 0.23.3, see regex.h).
   auto w = Regex::compile("\\w+");
   ASSERT_TRUE(w.ok());
-  EXPECT_TRUE(matches_whole(*w, "a\xc2\xb2\xe2\x85\xab" "e\xcc\x81_\xe2\x80\xbf"));  // a²Ⅻé_‿
-  EXPECT_FALSE(matches_whole(*w, "\xe2\x80\x8d"));                             // ZWJ
+  EXPECT_TRUE(matches_whole(*w,
+                            "a\xc2\xb2\xe2\x85\xab"
+                            "e\xcc\x81_\xe2\x80\xbf"));  // a²Ⅻé_‿
+  EXPECT_FALSE(matches_whole(*w, "\xe2\x80\x8d"));       // ZWJ
   auto h = Regex::compile("[\\h]+\\H");
   ASSERT_TRUE(h.ok());
   EXPECT_TRUE(matches_whole(*h, "09afAF "));

@@ -33,7 +33,8 @@ int run_chat(const TextArgs& a) {
   if (interactive) {
     std::fprintf(stderr, "one message per line; /reset starts over, /exit or Ctrl-D ends\n");
   }
-  if (params->temperature > 0.0f) std::fprintf(stderr, "seed %llu\n", static_cast<unsigned long long>(params->seed));
+  if (params->temperature > 0.0f)
+    std::fprintf(stderr, "seed %llu\n", static_cast<unsigned long long>(params->seed));
 
   tokenizer::ChatRequest conv = *start;
   int turn = 0;

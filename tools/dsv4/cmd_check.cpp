@@ -30,8 +30,9 @@ int run_check(const CheckArgs& a) {
     if (!rep.ok()) return report_error(rep.status());
     const auto& r = *rep;
     fmt::print("{}: {} tokens, {:.1f} s\n", dir, r.n_tokens, timer.seconds());
-    fmt::print("  logits: max|diff| {:.3g} (max|ref| {:.3g}, relative {:.3g}) worst at position {}\n",
-               r.logits_max_abs_diff, r.ref_logits_max_abs, r.logits_rel(), r.worst_position);
+    fmt::print(
+        "  logits: max|diff| {:.3g} (max|ref| {:.3g}, relative {:.3g}) worst at position {}\n",
+        r.logits_max_abs_diff, r.ref_logits_max_abs, r.logits_rel(), r.worst_position);
     for (const auto& d : r.layers)
       fmt::print("  layer {:3d}: streams sumsq rel {:.2e}  sum rel {:.2e}  (worst position {})\n",
                  d.layer, d.sumsq_rel, d.sum_rel, d.worst_position);
@@ -54,7 +55,8 @@ RunFn setup(CLI::App& app) {
   auto args = std::make_shared<CheckArgs>();
   CLI::App* sub = app.add_subcommand(
       "check", "Compare the engine with reference fixtures (tools/reference), layer by layer");
-  sub->add_option("fixtures", args->dirs, "Fixture directories (config.json, model, reference.safetensors)")
+  sub->add_option("fixtures", args->dirs,
+                  "Fixture directories (config.json, model, reference.safetensors)")
       ->required()
       ->check(CLI::ExistingDirectory);
   sub->add_option("-t,--threads", args->threads, "Threads (default: all cores)");

@@ -55,7 +55,8 @@ int run_inspect(const InspectArgs& a) {
     by_dtype[std::string(formats::dtype_name(t->dtype))] += t->size_bytes();
   }
   if (a.tensors) fmt::print("\n");
-  fmt::print("{:<52} {:>7} {:<14} {:<16} {:>12}\n", "tensor pattern", "count", "dtype", "shape", "bytes");
+  fmt::print("{:<52} {:>7} {:<14} {:<16} {:>12}\n", "tensor pattern", "count", "dtype", "shape",
+             "bytes");
   for (const auto& [pat, g] : groups) {
     std::string dt;
     for (const auto& [d, n] : g.dtypes) dt += (dt.empty() ? "" : ",") + d;
@@ -63,7 +64,8 @@ int run_inspect(const InspectArgs& a) {
                format_bytes(static_cast<double>(g.bytes)));
   }
   fmt::print("\nbytes by dtype:");
-  for (const auto& [d, b] : by_dtype) fmt::print("  {} {}", d, format_bytes(static_cast<double>(b)));
+  for (const auto& [d, b] : by_dtype)
+    fmt::print("  {} {}", d, format_bytes(static_cast<double>(b)));
   fmt::print("\n");
   if (cfg->family != formats::ModelFamily::deepseek_v4) {
     fmt::print("(no tensor table for model_type {}: nothing checked)\n", cfg->model_type);

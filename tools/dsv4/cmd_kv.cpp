@@ -23,8 +23,8 @@
 #include "base/units.h"
 #include "command.h"
 #include "formats/model_config.h"
-#include "kv/embedded_configs.h"
 #include "kv/cache.h"
+#include "kv/embedded_configs.h"
 #include "kv/layout.h"
 #include "model/model.h"
 
@@ -84,7 +84,8 @@ Result<std::vector<kv::Scheme>> parse_schemes(const std::vector<std::string>& ra
     size_t pos = 0;
     for (;;) {
       size_t comma = item.find(',', pos);
-      std::string_view name = std::string_view(item).substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+      std::string_view name = std::string_view(item).substr(
+          pos, comma == std::string::npos ? std::string::npos : comma - pos);
       auto s = kv::parse_scheme(name);
       if (!s.ok()) return s.status().with_context("--scheme");
       add(*s);
@@ -179,17 +180,26 @@ std::string size_text(uint64_t bytes) {
   return format_bytes(static_cast<double>(bytes));
 }
 
-std::string percent(double r) { return fmt::format("{:.1f}%", r * 100.0); }
+std::string percent(double r) {
+  return fmt::format("{:.1f}%", r * 100.0);
+}
 
 std::string short_kind(kv::LayerKind k) {
   switch (k) {
-    case kv::LayerKind::sliding_window: return "SWA";
-    case kv::LayerKind::csa: return "CSA";
-    case kv::LayerKind::hca: return "HCA";
-    case kv::LayerKind::mla: return "MLA";
-    case kv::LayerKind::mla_indexer: return "MLA+idx";
-    case kv::LayerKind::gqa: return "GQA";
-    case kv::LayerKind::gqa_sliding: return "GQA-SWA";
+    case kv::LayerKind::sliding_window:
+      return "SWA";
+    case kv::LayerKind::csa:
+      return "CSA";
+    case kv::LayerKind::hca:
+      return "HCA";
+    case kv::LayerKind::mla:
+      return "MLA";
+    case kv::LayerKind::mla_indexer:
+      return "MLA+idx";
+    case kv::LayerKind::gqa:
+      return "GQA";
+    case kv::LayerKind::gqa_sliding:
+      return "GQA-SWA";
   }
   return "?";
 }
@@ -206,15 +216,18 @@ std::string composition(const std::vector<kv::KindSummary>& kinds) {
 std::string records_text(const kv::LayerLayout& l) {
   std::vector<std::string> parts;
   if (l.window > 0 && !l.raw_every_token)
-    parts.push_back(fmt::format("{} x {}", l.window, format_bytes(static_cast<double>(l.raw_token_bytes))));
-  if (l.raw_every_token) parts.push_back("kv " + format_bytes(static_cast<double>(l.raw_token_bytes)));
+    parts.push_back(
+        fmt::format("{} x {}", l.window, format_bytes(static_cast<double>(l.raw_token_bytes))));
+  if (l.raw_every_token)
+    parts.push_back("kv " + format_bytes(static_cast<double>(l.raw_token_bytes)));
   if (l.compress_ratio > 0)
-    parts.push_back(fmt::format("kv {}/{}", format_bytes(static_cast<double>(l.compressed_entry_bytes)),
-                                l.compress_ratio));
+    parts.push_back(fmt::format(
+        "kv {}/{}", format_bytes(static_cast<double>(l.compressed_entry_bytes)), l.compress_ratio));
   if (l.indexer_ratio > 0)
     parts.push_back(l.indexer_ratio == 1
                         ? "key " + format_bytes(static_cast<double>(l.indexer_key_bytes))
-                        : fmt::format("key {}/{}", format_bytes(static_cast<double>(l.indexer_key_bytes)),
+                        : fmt::format("key {}/{}",
+                                      format_bytes(static_cast<double>(l.indexer_key_bytes)),
                                       l.indexer_ratio));
   if (l.compressor_state_bytes > 0)
     parts.push_back("state " + format_bytes(static_cast<double>(l.compressor_state_bytes)));
@@ -230,9 +243,10 @@ bool has_per_token_indexer(const Evaluation& e) {
 void print_table(const std::vector<Evaluation>& evals, const std::vector<kv::Scheme>& schemes,
                  const std::vector<uint64_t>& ctx, bool per_layer, bool mtp) {
   std::string out;
-  out += fmt::format("KV cache of one sequence ({}; sizes include the sliding-window ring and the "
-                     "compressor state)\n",
-                     mtp ? "main + MTP layers" : "main layers");
+  out += fmt::format(
+      "KV cache of one sequence ({}; sizes include the sliding-window ring and the "
+      "compressor state)\n",
+      mtp ? "main + MTP layers" : "main layers");
   const std::string last = format_count(ctx.back());
   for (kv::Scheme s : schemes) {
     // Column widths from the content.
@@ -363,7 +377,8 @@ std::string to_json(const std::vector<Evaluation>& evals, const std::vector<Mode
       if (e.model != &m) continue;
       if (!mj.contains("layer_types")) {
         J lt;
-        for (const auto& k : e.ctx.front().kinds) lt[std::string(kv::layer_kind_name(k.kind))] = k.layers;
+        for (const auto& k : e.ctx.front().kinds)
+          lt[std::string(kv::layer_kind_name(k.kind))] = k.layers;
         mj["layer_types"] = lt;
       }
       J ej;
@@ -394,7 +409,8 @@ std::string to_json(const std::vector<Evaluation>& evals, const std::vector<Mode
         x.update(bytes_json(c.bytes));
         x["bytes_per_token"] = kv::bytes_per_token(e.layout);
         x["average_bytes_per_token"] =
-            c.tokens == 0 ? 0.0 : static_cast<double>(c.bytes.total()) / static_cast<double>(c.tokens);
+            c.tokens == 0 ? 0.0
+                          : static_cast<double>(c.bytes.total()) / static_cast<double>(c.tokens);
         x["ratio_to_v32"] = c.ratio_v32;
         x["ratio_to_gqa"] = c.ratio_gqa;
         J by;
@@ -436,11 +452,11 @@ std::string to_csv(const std::vector<Evaluation>& evals, bool per_layer) {
       "ratio_to_gqa\n";
   auto row = [&](const Evaluation& e, uint64_t n, std::string_view type, int layers,
                  const kv::KvBytes& b, double bpt, std::string v32, std::string gqa) {
-    out += fmt::format("{},{},{},{},{},{},{:.6f},{},{},{},{},{},{},{},{},{}\n",
-                       csv_field(e.model->name), kv::scheme_name(e.scheme), n, type, layers,
-                       b.total(), static_cast<double>(b.total()) / kGiB, trim_number(bpt, 6),
-                       b.window, b.raw_kv, b.compressed, b.indexer, b.compressor_state,
-                       b.without_indexer(), v32, gqa);
+    out +=
+        fmt::format("{},{},{},{},{},{},{:.6f},{},{},{},{},{},{},{},{},{}\n",
+                    csv_field(e.model->name), kv::scheme_name(e.scheme), n, type, layers, b.total(),
+                    static_cast<double>(b.total()) / kGiB, trim_number(bpt, 6), b.window, b.raw_kv,
+                    b.compressed, b.indexer, b.compressor_state, b.without_indexer(), v32, gqa);
   };
   for (const Evaluation& e : evals) {
     for (const CtxResult& c : e.ctx) {
@@ -449,7 +465,8 @@ std::string to_csv(const std::vector<Evaluation>& evals, bool per_layer) {
           fmt::format("{:.6f}", c.ratio_gqa));
       if (per_layer) {
         for (const auto& k : c.kinds)
-          row(e, c.tokens, kv::layer_kind_name(k.kind), k.layers, k.bytes, k.bytes_per_token, "", "");
+          row(e, c.tokens, kv::layer_kind_name(k.kind), k.layers, k.bytes, k.bytes_per_token, "",
+              "");
       }
     }
   }
@@ -462,11 +479,21 @@ std::string xml_escape(std::string_view s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
       default:
         // Drop control bytes XML 1.0 cannot carry.
         if (static_cast<unsigned char>(c) >= 0x20 || c == '\t') out += c;
@@ -503,7 +530,8 @@ Result<std::string> to_svg(const std::vector<Model>& models, const std::vector<k
   double ymin_v = 1e300, ymax_v = 0;
   for (size_t mi = 0; mi < models.size(); ++mi) {
     for (kv::Scheme s : schemes) {
-      DSV4_ASSIGN_OR_RETURN(kv::KvLayout l, kv::make_layout(models[mi].config, s, {.include_mtp = mtp}));
+      DSV4_ASSIGN_OR_RETURN(kv::KvLayout l,
+                            kv::make_layout(models[mi].config, s, {.include_mtp = mtp}));
       Series se;
       se.label = models[mi].name + " · " + std::string(kv::scheme_name(s));
       se.model = mi;
@@ -522,7 +550,8 @@ Result<std::string> to_svg(const std::vector<Model>& models, const std::vector<k
   const double ly0 = std::floor(std::log10(ymin_v));
   double ly1 = std::ceil(std::log10(ymax_v));
   if (ly1 <= ly0) ly1 = ly0 + 1;
-  const double lx0 = std::log2(static_cast<double>(xmin)), lx1 = std::log2(static_cast<double>(xmax));
+  const double lx0 = std::log2(static_cast<double>(xmin)),
+               lx1 = std::log2(static_cast<double>(xmax));
   auto px = [&](double x) { return L + (std::log2(x) - lx0) / (lx1 - lx0) * pw; };
   auto py = [&](double g) {
     double lg = g > 0 ? std::log10(g) : ly0;
@@ -533,22 +562,27 @@ Result<std::string> to_svg(const std::vector<Model>& models, const std::vector<k
                                   "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"};
   auto dash = [](kv::Scheme s) -> std::string {
     switch (s) {
-      case kv::Scheme::bf16: return "";
-      case kv::Scheme::official: return " stroke-dasharray=\"9 5\"";
-      case kv::Scheme::f32: return " stroke-dasharray=\"2 4\"";
+      case kv::Scheme::bf16:
+        return "";
+      case kv::Scheme::official:
+        return " stroke-dasharray=\"9 5\"";
+      case kv::Scheme::f32:
+        return " stroke-dasharray=\"2 4\"";
     }
     return "";
   };
 
   std::string o;
   o += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-  o += fmt::format("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" "
-                   "viewBox=\"0 0 {0} {1}\" font-family=\"sans-serif\" font-size=\"13\">\n",
-                   W, H);
+  o += fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" "
+      "viewBox=\"0 0 {0} {1}\" font-family=\"sans-serif\" font-size=\"13\">\n",
+      W, H);
   o += fmt::format("<rect x=\"0\" y=\"0\" width=\"{}\" height=\"{}\" fill=\"white\"/>\n", W, H);
-  o += fmt::format("<text x=\"{}\" y=\"30\" font-size=\"17\" font-weight=\"bold\" "
-                   "text-anchor=\"middle\">KV cache of one sequence vs context length</text>\n",
-                   L + pw / 2);
+  o += fmt::format(
+      "<text x=\"{}\" y=\"30\" font-size=\"17\" font-weight=\"bold\" "
+      "text-anchor=\"middle\">KV cache of one sequence vs context length</text>\n",
+      L + pw / 2);
   // Grid and ticks.
   o += "<g stroke=\"#dddddd\" stroke-width=\"1\">\n";
   std::vector<uint64_t> xticks;
@@ -561,12 +595,16 @@ Result<std::string> to_svg(const std::vector<Model>& models, const std::vector<k
   std::vector<uint64_t> shown;
   for (size_t i = 0; i < xticks.size(); i += step) shown.push_back(xticks[i]);
   for (uint64_t v : shown)
-    o += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\"/>\n", px(static_cast<double>(v)), T, T + ph);
+    o += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\"/>\n",
+                     px(static_cast<double>(v)), T, T + ph);
   for (double e = ly0; e <= ly1 + 1e-9; e += 1)
-    o += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\"/>\n", L, py(std::pow(10.0, e)), L + pw);
+    o += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\"/>\n", L,
+                     py(std::pow(10.0, e)), L + pw);
   o += "</g>\n";
-  o += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" "
-                   "stroke=\"#333333\"/>\n", L, T, pw, ph);
+  o += fmt::format(
+      "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" "
+      "stroke=\"#333333\"/>\n",
+      L, T, pw, ph);
   o += "<g font-size=\"12\" fill=\"#333333\">\n";
   for (uint64_t v : shown)
     o += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
@@ -577,22 +615,26 @@ Result<std::string> to_svg(const std::vector<Model>& models, const std::vector<k
                      py(v) + 4, trim_number(v, e < 0 ? static_cast<int>(-e) : 0));
   }
   o += "</g>\n";
-  o += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">context length (tokens, log "
-                   "scale; K = 1024)</text>\n",
-                   L + pw / 2, H - 22);
-  o += fmt::format("<text x=\"22\" y=\"{0}\" text-anchor=\"middle\" transform=\"rotate(-90 22 "
-                   "{0})\">KV cache (GiB, log scale)</text>\n",
-                   T + ph / 2);
+  o += fmt::format(
+      "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">context length (tokens, log "
+      "scale; K = 1024)</text>\n",
+      L + pw / 2, H - 22);
+  o += fmt::format(
+      "<text x=\"22\" y=\"{0}\" text-anchor=\"middle\" transform=\"rotate(-90 22 "
+      "{0})\">KV cache (GiB, log scale)</text>\n",
+      T + ph / 2);
   // Series.
   for (size_t si = 0; si < series.size(); ++si) {
     const Series& se = series[si];
     const char* color = kColors[se.model % (sizeof(kColors) / sizeof(kColors[0]))];
     std::string pts;
     for (size_t i = 0; i < xs.size(); ++i)
-      pts += fmt::format("{}{:.1f},{:.1f}", i ? " " : "", px(static_cast<double>(xs[i])), py(se.gib[i]));
-    o += fmt::format("<polyline class=\"series\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{} "
-                     "points=\"{}\"><title>{}</title></polyline>\n",
-                     color, dash(se.scheme), pts, xml_escape(se.label));
+      pts += fmt::format("{}{:.1f},{:.1f}", i ? " " : "", px(static_cast<double>(xs[i])),
+                         py(se.gib[i]));
+    o += fmt::format(
+        "<polyline class=\"series\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{} "
+        "points=\"{}\"><title>{}</title></polyline>\n",
+        color, dash(se.scheme), pts, xml_escape(se.label));
     for (size_t i = 0; i < xs.size(); ++i) {
       if (!std::binary_search(ctx.begin(), ctx.end(), xs[i])) continue;
       o += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"3\" fill=\"{}\"/>\n",
@@ -601,20 +643,23 @@ Result<std::string> to_svg(const std::vector<Model>& models, const std::vector<k
   }
   // Legend.
   const double lx = L + pw + 20;
-  o += fmt::format("<text x=\"{}\" y=\"{}\" font-weight=\"bold\">model · scheme</text>\n", lx, T + 4);
+  o += fmt::format("<text x=\"{}\" y=\"{}\" font-weight=\"bold\">model · scheme</text>\n", lx,
+                   T + 4);
   for (size_t si = 0; si < series.size(); ++si) {
     const Series& se = series[si];
     const double y = T + 24 + 20 * static_cast<double>(si);
     const char* color = kColors[se.model % (sizeof(kColors) / sizeof(kColors[0]))];
-    o += fmt::format("<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"{}\" "
-                     "stroke-width=\"2\"{}/>\n",
-                     lx, y - 4, lx + 28, y - 4, color, dash(se.scheme));
+    o += fmt::format(
+        "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"{}\" "
+        "stroke-width=\"2\"{}/>\n",
+        lx, y - 4, lx + 28, y - 4, color, dash(se.scheme));
     o += fmt::format("<text class=\"legend\" x=\"{}\" y=\"{:.1f}\">{}</text>\n", lx + 36, y,
                      xml_escape(se.label));
   }
-  o += fmt::format("<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#555555\">dots: requested "
-                   "contexts; solid bf16, dashed official, dotted f32</text>\n",
-                   L, T - 10);
+  o += fmt::format(
+      "<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#555555\">dots: requested "
+      "contexts; solid bf16, dashed official, dotted f32</text>\n",
+      L, T - 10);
   o += "</svg>\n";
   return o;
 }
@@ -629,12 +674,14 @@ nlohmann::ordered_json measured_json(const kv::KvBytes& predicted, const kv::KvB
   j["predicted_bytes"] = predicted.total();
   j["allocated_bytes"] = allocated.total();
   j["reserved_bytes"] = reserved;
-  j["parts"] = {{"window", {{"predicted_bytes", predicted.window}, {"allocated_bytes", allocated.window}}},
-                {"compressed", {{"predicted_bytes", predicted.compressed}, {"allocated_bytes", allocated.compressed}}},
-                {"indexer", {{"predicted_bytes", predicted.indexer}, {"allocated_bytes", allocated.indexer}}},
-                {"compressor_state",
-                 {{"predicted_bytes", predicted.compressor_state},
-                  {"allocated_bytes", allocated.compressor_state}}}};
+  j["parts"] = {
+      {"window", {{"predicted_bytes", predicted.window}, {"allocated_bytes", allocated.window}}},
+      {"compressed",
+       {{"predicted_bytes", predicted.compressed}, {"allocated_bytes", allocated.compressed}}},
+      {"indexer", {{"predicted_bytes", predicted.indexer}, {"allocated_bytes", allocated.indexer}}},
+      {"compressor_state",
+       {{"predicted_bytes", predicted.compressor_state},
+        {"allocated_bytes", allocated.compressor_state}}}};
   return j;
 }
 
@@ -664,7 +711,8 @@ int run_measure(const Options& opt) {
   if (!model.ok()) return report_error(model.status());
   const model::Model& m = **model;
   if (auto probe = m.new_sequence(scheme); !probe.ok()) return report_error(probe.status());
-  ThreadPool pool(static_cast<int>(std::max(1u, std::min(4u, std::thread::hardware_concurrency()))));
+  ThreadPool pool(
+      static_cast<int>(std::max(1u, std::min(4u, std::thread::hardware_concurrency()))));
   nlohmann::ordered_json root;
   root["model"] = opt.measure;
   root["scheme"] = std::string(kv::scheme_name(scheme));
@@ -674,7 +722,8 @@ int run_measure(const Options& opt) {
   if (!opt.json)
     std::printf("KV cache of %s, scheme %s, %s\n", opt.measure.c_str(),
                 std::string(kv::scheme_name(scheme)).c_str(),
-                opt.no_compute ? "synthetic rows (--no-compute)" : "forward pass over pseudo-random tokens");
+                opt.no_compute ? "synthetic rows (--no-compute)"
+                               : "forward pass over pseudo-random tokens");
   for (uint64_t n : *ctx) {
     auto st = m.new_sequence(scheme);
     if (!st.ok()) return report_error(st.status());
@@ -700,14 +749,14 @@ int run_measure(const Options& opt) {
     c.update(measured_json(*predicted, allocated, st->kv.reserved_bytes()));
     c["checkpoint_bytes"] = st->kv.checkpoint_bytes();
     if (!opt.json)
-      std::printf("\n%llu tokens: predicted %llu B, allocated %llu B (%s), reserved in blocks %llu B\n"
-                  "  %-16s %6s %16s %16s\n",
-                  static_cast<unsigned long long>(n),
-                  static_cast<unsigned long long>(predicted->total()),
-                  static_cast<unsigned long long>(allocated.total()),
-                  allocated.total() == predicted->total() ? "equal" : "DIFFERENT",
-                  static_cast<unsigned long long>(st->kv.reserved_bytes()), "layer type", "layers",
-                  "predicted B", "allocated B");
+      std::printf(
+          "\n%llu tokens: predicted %llu B, allocated %llu B (%s), reserved in blocks %llu B\n"
+          "  %-16s %6s %16s %16s\n",
+          static_cast<unsigned long long>(n), static_cast<unsigned long long>(predicted->total()),
+          static_cast<unsigned long long>(allocated.total()),
+          allocated.total() == predicted->total() ? "equal" : "DIFFERENT",
+          static_cast<unsigned long long>(st->kv.reserved_bytes()), "layer type", "layers",
+          "predicted B", "allocated B");
     nlohmann::ordered_json kinds = nlohmann::ordered_json::array();
     std::vector<kv::LayerKind> order;
     for (const kv::LayerLayout& l : layout.layers)
@@ -726,7 +775,8 @@ int run_measure(const Options& opt) {
         reserved += u.reserved;
         ++layers;
       }
-      nlohmann::ordered_json k{{"kind", std::string(kv::layer_kind_name(kind))}, {"layers", layers}};
+      nlohmann::ordered_json k{{"kind", std::string(kv::layer_kind_name(kind))},
+                               {"layers", layers}};
       k.update(measured_json(p, a, reserved));
       kinds.push_back(k);
       if (!opt.json)
@@ -751,8 +801,8 @@ int run(const Options& opt) {
     return report_error(invalid_argument("--no-compute needs --measure MODEL_DIR"));
   if (!opt.measure.empty()) {
     if (opt.csv || !opt.plot.empty() || opt.per_layer || opt.mtp || !opt.paths.empty())
-      return report_error(invalid_argument(
-          "--measure takes only --ctx, --scheme, --no-compute and --json"));
+      return report_error(
+          invalid_argument("--measure takes only --ctx, --scheme, --no-compute and --json"));
     return run_measure(opt);
   }
   auto ctx = parse_contexts(opt.ctx);

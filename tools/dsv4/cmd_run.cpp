@@ -34,8 +34,10 @@ Result<std::vector<int32_t>> parse_ids(const std::string& s) {
   while (pos <= s.size()) {
     size_t comma = s.find(',', pos);
     std::string item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    if (item.empty() || item.size() > 10 || item.find_first_not_of("0123456789") != std::string::npos)
-      return invalid_argument(fmt::format("--tokens: '{}' is not a token id (expected e.g. 1,2,3)", item));
+    if (item.empty() || item.size() > 10 ||
+        item.find_first_not_of("0123456789") != std::string::npos)
+      return invalid_argument(
+          fmt::format("--tokens: '{}' is not a token id (expected e.g. 1,2,3)", item));
     const long long v = std::stoll(item);
     if (v > INT32_MAX) return invalid_argument(fmt::format("--tokens: {} is too large", item));
     ids.push_back(static_cast<int32_t>(v));
@@ -53,7 +55,8 @@ int run_tokens(const RunArgs& a) {
   if (n < 0) return report_error(invalid_argument("-n must be >= 0"));
   Timer load_timer;
   auto model = model::Model::load(a.text.model);
-  if (!model.ok()) return report_error(model.status(), "MODEL_DIR needs config.json and safetensors");
+  if (!model.ok())
+    return report_error(model.status(), "MODEL_DIR needs config.json and safetensors");
   const model::Model& m = **model;
   fmt::print(stderr, "loaded {} in {:.2f} s\n", a.text.model, load_timer.seconds());
   ThreadPool pool(a.text.threads);
@@ -70,11 +73,12 @@ int run_tokens(const RunArgs& a) {
   for (int i = 0; i < n; ++i) {
     std::iota(order.begin(), order.end(), 0);
     const size_t top = std::min<size_t>(static_cast<size_t>(std::max(a.top, 1)), V);
-    std::partial_sort(order.begin(), order.begin() + static_cast<long>(top), order.end(),
-                      [&](int32_t x, int32_t y) {
-                        return logits[static_cast<size_t>(x)] > logits[static_cast<size_t>(y)] ||
-                               (logits[static_cast<size_t>(x)] == logits[static_cast<size_t>(y)] && x < y);
-                      });
+    std::partial_sort(
+        order.begin(), order.begin() + static_cast<long>(top), order.end(),
+        [&](int32_t x, int32_t y) {
+          return logits[static_cast<size_t>(x)] > logits[static_cast<size_t>(y)] ||
+                 (logits[static_cast<size_t>(x)] == logits[static_cast<size_t>(y)] && x < y);
+        });
     const int32_t next = order[0];
     std::string tops;
     for (size_t j = 0; j < top; ++j)
@@ -89,9 +93,12 @@ int run_tokens(const RunArgs& a) {
   std::string joined;
   for (int32_t t : out) joined += (joined.empty() ? "" : ",") + std::to_string(t);
   fmt::print("tokens: {}\n", joined);
-  fmt::print(stderr, "prefill {} tokens in {:.3f} s ({:.1f} t/s); decode {} tokens in {:.3f} s ({:.1f} t/s)\n",
-             ids->size(), prefill_s, static_cast<double>(ids->size()) / std::max(prefill_s, 1e-9), out.size(),
-             decode.seconds(), static_cast<double>(out.size()) / std::max(decode.seconds(), 1e-9));
+  fmt::print(
+      stderr,
+      "prefill {} tokens in {:.3f} s ({:.1f} t/s); decode {} tokens in {:.3f} s ({:.1f} t/s)\n",
+      ids->size(), prefill_s, static_cast<double>(ids->size()) / std::max(prefill_s, 1e-9),
+      out.size(), decode.seconds(),
+      static_cast<double>(out.size()) / std::max(decode.seconds(), 1e-9));
   return 0;
 }
 
@@ -102,10 +109,12 @@ int run_text(const RunArgs& a) {
   auto max_tokens = max_new_tokens(a.text);
   if (!max_tokens.ok()) return report_error(max_tokens.status());
   if (a.raw && (a.text.think || a.text.system)) {
-    return report_error(invalid_argument("--think and --system need the chat template (drop --raw)"));
+    return report_error(
+        invalid_argument("--think and --system need the chat template (drop --raw)"));
   }
   if (a.raw && a.prompt->empty()) {
-    return report_error(invalid_argument("-p: the prompt is empty (--raw adds no BOS or template)"));
+    return report_error(
+        invalid_argument("-p: the prompt is empty (--raw adds no BOS or template)"));
   }
   auto conv = new_conversation(a.text);
   if (!conv.ok()) return report_error(conv.status());
@@ -126,7 +135,8 @@ int run_text(const RunArgs& a) {
   }
   if (!ids.ok()) return report_error(ids.status());
   if (ids->empty()) {
-    return report_error(invalid_argument("-p: the prompt is empty (--raw adds no BOS or template)"));
+    return report_error(
+        invalid_argument("-p: the prompt is empty (--raw adds no BOS or template)"));
   }
   Timer prefill_timer;
   Status s = session->prefill(*ids, prefill_progress_line(eng));
@@ -161,23 +171,36 @@ int run_text(const RunArgs& a) {
   }
   std::string seed;
   if (params->temperature > 0.0f) seed = fmt::format("; seed {}", params->seed);
-  fmt::print(stderr,
-             "prompt {} tokens in {:.3f} s ({:.1f} t/s); generated {} tokens in {:.3f} s ({:.1f} t/s); "
-             "stop: {}{}\n",
-             ids->size(), prefill_s, static_cast<double>(ids->size()) / std::max(prefill_s, 1e-9),
-             gen.tokens.size(), gen.seconds, gen.tokens_per_second(), finish, seed);
+  fmt::print(
+      stderr,
+      "prompt {} tokens in {:.3f} s ({:.1f} t/s); generated {} tokens in {:.3f} s ({:.1f} t/s); "
+      "stop: {}{}\n",
+      ids->size(), prefill_s, static_cast<double>(ids->size()) / std::max(prefill_s, 1e-9),
+      gen.tokens.size(), gen.seconds, gen.tokens_per_second(), finish, seed);
   return 0;
 }
 
 // Options of text mode that --tokens mode refuses (--top is the one the other way round).
-constexpr const char* kTextOnly[] = {"--raw", "--temp", "--top-k", "--top-p", "--min-p",
-                                     "--repeat-penalty", "--presence-penalty", "--frequency-penalty",
-                                     "--seed", "--stop", "--think", "--effort", "--system", "--prefault"};
+constexpr const char* kTextOnly[] = {"--raw",
+                                     "--temp",
+                                     "--top-k",
+                                     "--top-p",
+                                     "--min-p",
+                                     "--repeat-penalty",
+                                     "--presence-penalty",
+                                     "--frequency-penalty",
+                                     "--seed",
+                                     "--stop",
+                                     "--think",
+                                     "--effort",
+                                     "--system",
+                                     "--prefault"};
 
 RunFn setup(CLI::App& app) {
   auto args = std::make_shared<RunArgs>();
   CLI::App* sub = app.add_subcommand(
-      "run", "Generate text from a prompt (-p), or greedy ids and top logits from token ids (--tokens)");
+      "run",
+      "Generate text from a prompt (-p), or greedy ids and top logits from token ids (--tokens)");
   sub->add_option("-m,--model", args->text.model,
                   "Model directory: config.json, safetensors, tokenizer.json")
       ->required();
@@ -197,12 +220,14 @@ RunFn setup(CLI::App& app) {
       return report_error(invalid_argument("give either -p PROMPT or --tokens IDS"));
     }
     if (text) {
-      if (sub->count("--top") > 0) return report_error(invalid_argument("--top applies to --tokens only"));
+      if (sub->count("--top") > 0)
+        return report_error(invalid_argument("--top applies to --tokens only"));
       return run_text(*args);
     }
     for (const char* name : kTextOnly) {
       if (sub->count(name) > 0) {
-        return report_error(invalid_argument(fmt::format("{} applies to -p only (--tokens is greedy)", name)));
+        return report_error(
+            invalid_argument(fmt::format("{} applies to -p only (--tokens is greedy)", name)));
       }
     }
     return run_tokens(*args);

@@ -29,5 +29,5 @@ int report_error(const Status& status, const std::string& hint = "");
 }  // namespace dsv4::cli
 
 #define DSV4_REGISTER_COMMAND(name, order, setup_fn) \
-  static const bool dsv4_cmd_registered_##name =      \
+  static const bool dsv4_cmd_registered_##name =     \
       ::dsv4::cli::register_command({#name, order, setup_fn})

@@ -14,8 +14,12 @@
 
 namespace dsv4::cli {
 
-bool stdout_is_tty() { return isatty(STDOUT_FILENO) == 1; }
-bool stderr_is_tty() { return isatty(STDERR_FILENO) == 1; }
+bool stdout_is_tty() {
+  return isatty(STDOUT_FILENO) == 1;
+}
+bool stderr_is_tty() {
+  return isatty(STDERR_FILENO) == 1;
+}
 
 void write_stdout(std::string_view text) {
   std::fwrite(text.data(), 1, text.size(), stdout);
@@ -23,8 +27,9 @@ void write_stdout(std::string_view text) {
 }
 
 void add_generation_options(CLI::App* sub, TextArgs& a) {
-  sub->add_option("-n,--max-tokens", a.n,
-                  fmt::format("Most tokens to generate (default {}; -1: until EOS)", kDefaultMaxTokens));
+  sub->add_option(
+      "-n,--max-tokens", a.n,
+      fmt::format("Most tokens to generate (default {}; -1: until EOS)", kDefaultMaxTokens));
   sub->add_option("-t,--threads", a.threads, "Threads (default: all cores)");
   sub->add_flag("--prefault", a.prefault, "Read all weights into memory at load (progress shown)");
   sub->add_option("--temp", a.temp, "Sampling temperature (default: greedy, no sampling)");
@@ -41,7 +46,8 @@ void add_generation_options(CLI::App* sub, TextArgs& a) {
 
 void add_chat_options(CLI::App* sub, TextArgs& a) {
   sub->add_flag("--think", a.think, "Thinking mode: the model reasons before answering");
-  sub->add_option("--effort", a.effort, "Reasoning effort in thinking mode: low, high (default), max");
+  sub->add_option("--effort", a.effort,
+                  "Reasoning effort in thinking mode: low, high (default), max");
   sub->add_option("--system", a.system, "System message");
 }
 
@@ -69,9 +75,12 @@ Result<engine::SamplingParams> sampling_params(const TextArgs& a) {
       {"--top-k", [](auto& d, const auto& s) { d.top_k = s.top_k; }},
       {"--top-p", [](auto& d, const auto& s) { d.top_p = s.top_p; }},
       {"--min-p", [](auto& d, const auto& s) { d.min_p = s.min_p; }},
-      {"--repeat-penalty", [](auto& d, const auto& s) { d.repetition_penalty = s.repetition_penalty; }},
-      {"--presence-penalty", [](auto& d, const auto& s) { d.presence_penalty = s.presence_penalty; }},
-      {"--frequency-penalty", [](auto& d, const auto& s) { d.frequency_penalty = s.frequency_penalty; }},
+      {"--repeat-penalty",
+       [](auto& d, const auto& s) { d.repetition_penalty = s.repetition_penalty; }},
+      {"--presence-penalty",
+       [](auto& d, const auto& s) { d.presence_penalty = s.presence_penalty; }},
+      {"--frequency-penalty",
+       [](auto& d, const auto& s) { d.frequency_penalty = s.frequency_penalty; }},
   };
   for (const Field& f : kFields) {
     engine::SamplingParams one;
@@ -117,7 +126,9 @@ Result<tokenizer::ChatRequest> new_conversation(const TextArgs& a) {
 namespace {
 
 // Erases the current terminal line on stderr.
-void clear_line() { std::fputs("\r\x1b[K", stderr); }
+void clear_line() {
+  std::fputs("\r\x1b[K", stderr);
+}
 
 }  // namespace
 
@@ -128,7 +139,8 @@ Result<std::unique_ptr<engine::Engine>> load_engine(const TextArgs& a) {
   engine::LoadProgressFn progress;
   const bool tty = stderr_is_tty();
   if (tty) {
-    progress = [&a, last = std::chrono::steady_clock::time_point{}](const engine::LoadProgress& p) mutable {
+    progress = [&a, last = std::chrono::steady_clock::time_point{}](
+                   const engine::LoadProgress& p) mutable {
       const auto now = std::chrono::steady_clock::now();
       if (p.stage == "prefault") {
         if (p.done != p.total && now - last < std::chrono::milliseconds(100)) return;
@@ -136,15 +148,16 @@ Result<std::unique_ptr<engine::Engine>> load_engine(const TextArgs& a) {
         const double rate = p.seconds > 0 ? static_cast<double>(p.done) / p.seconds : 0;
         const double eta = rate > 0 ? static_cast<double>(p.total - p.done) / rate : 0;
         const int pct = p.total ? static_cast<int>(100.0 * static_cast<double>(p.done) /
-                                                   static_cast<double>(p.total)) : 100;
+                                                   static_cast<double>(p.total))
+                                : 100;
         clear_line();
         std::fprintf(stderr, "loading %s: reading weights %3d%%  %s / %s  %.0f MB/s  ETA %.0f s",
                      a.model.c_str(), pct, format_bytes(static_cast<double>(p.done)).c_str(),
                      format_bytes(static_cast<double>(p.total)).c_str(), rate / 1e6, eta);
       } else {
         clear_line();
-        std::fprintf(stderr, "loading %s: %.*s...", a.model.c_str(), static_cast<int>(p.stage.size()),
-                     p.stage.data());
+        std::fprintf(stderr, "loading %s: %.*s...", a.model.c_str(),
+                     static_cast<int>(p.stage.size()), p.stage.data());
       }
       std::fflush(stderr);
     };
@@ -160,14 +173,16 @@ Result<std::unique_ptr<engine::Engine>> load_engine(const TextArgs& a) {
                a.model.c_str(), static_cast<long long>(s.layers),
                static_cast<long long>(s.hidden_size), static_cast<long long>(s.routed_experts),
                static_cast<long long>(s.experts_per_token), static_cast<long long>(s.vocab_size),
-               format_bytes(static_cast<double>(s.weight_bytes)).c_str(), s.threads, timer.seconds());
+               format_bytes(static_cast<double>(s.weight_bytes)).c_str(), s.threads,
+               timer.seconds());
   return std::move(e).value();
 }
 
 engine::PrefillProgressFn prefill_progress_line(const engine::Engine& engine) {
   if (!stderr_is_tty()) return {};
   const int64_t chunk = engine.options().prefill_chunk;
-  return [chunk, last = std::chrono::steady_clock::time_point{}](const engine::PrefillProgress& p) mutable {
+  return [chunk, last = std::chrono::steady_clock::time_point{}](
+             const engine::PrefillProgress& p) mutable {
     if (p.total <= chunk) return;
     if (p.done == p.total) {
       clear_line();
@@ -178,8 +193,10 @@ engine::PrefillProgressFn prefill_progress_line(const engine::Engine& engine) {
     if (now - last < std::chrono::milliseconds(100)) return;
     last = now;
     clear_line();
-    std::fprintf(stderr, "prefill %s/%s tokens  %.0f t/s  ETA %.1f s", format_count(static_cast<uint64_t>(p.done)).c_str(),
-                 format_count(static_cast<uint64_t>(p.total)).c_str(), p.tokens_per_second(), p.eta_seconds());
+    std::fprintf(stderr, "prefill %s/%s tokens  %.0f t/s  ETA %.1f s",
+                 format_count(static_cast<uint64_t>(p.done)).c_str(),
+                 format_count(static_cast<uint64_t>(p.total)).c_str(), p.tokens_per_second(),
+                 p.eta_seconds());
     std::fflush(stderr);
   };
 }
@@ -228,11 +245,11 @@ void AnswerPrinter::print(const std::vector<tokenizer::ChatDelta>& deltas) {
       continue;
     }
     end_reasoning();
-    std::string text = d.kind == Kind::content
-                           ? d.text
-                           : fmt::format("\n[tool call {} {}{}]\n", d.tool_call.name,
-                                         d.tool_call.arguments,
-                                         d.tool_call.complete ? "" : " (incomplete)");
+    std::string text =
+        d.kind == Kind::content
+            ? d.text
+            : fmt::format("\n[tool call {} {}{}]\n", d.tool_call.name, d.tool_call.arguments,
+                          d.tool_call.complete ? "" : " (incomplete)");
     if (text.empty()) continue;
     if (shown_reasoning_ && content_bytes_ == 0) write_stdout("\n");
     write_stdout(text);
@@ -241,7 +258,9 @@ void AnswerPrinter::print(const std::vector<tokenizer::ChatDelta>& deltas) {
   }
 }
 
-void AnswerPrinter::finish() { end_reasoning(); }
+void AnswerPrinter::finish() {
+  end_reasoning();
+}
 
 Result<ChatAnswer> stream_chat_answer(engine::Session& session,
                                       const tokenizer::ChatRequest& conversation,

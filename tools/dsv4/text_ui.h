@@ -87,7 +87,7 @@ class AnswerPrinter {
 struct ChatAnswer {
   engine::GenerateResult gen;
   tokenizer::ParsedChatMessage message;
-  std::string finish;   // why it ended: eos, stop string, max tokens, ...
+  std::string finish;  // why it ended: eos, stop string, max tokens, ...
   bool printed_content = false;
   bool ends_with_newline = false;
 };

@@ -12,7 +12,8 @@ namespace {
 const std::array<float, 256>& f8e4m3_table() {
   static const std::array<float, 256> table = [] {
     std::array<float, 256> t{};
-    for (int c = 0; c < 256; ++c) t[static_cast<size_t>(c)] = decode_f8e4m3(static_cast<uint8_t>(c));
+    for (int c = 0; c < 256; ++c)
+      t[static_cast<size_t>(c)] = decode_f8e4m3(static_cast<uint8_t>(c));
     return t;
   }();
   return table;

@@ -67,28 +67,33 @@ const float* widen(const uint16_t* x, size_t n) {
 
 }  // namespace
 
-void gemv_f8e4m3_bf16_ref(const WeightsF8e4m3& w, const uint16_t* x, float* y, size_t row_begin, size_t row_end) {
+void gemv_f8e4m3_bf16_ref(const WeightsF8e4m3& w, const uint16_t* x, float* y, size_t row_begin,
+                          size_t row_end) {
   gemv_f8e4m3_f32_ref(w, widen(x, w.cols), y, row_begin, row_end);
 }
 
-void gemv_f4e2m1_bf16_ref(const WeightsF4e2m1& w, const uint16_t* x, float* y, size_t row_begin, size_t row_end) {
+void gemv_f4e2m1_bf16_ref(const WeightsF4e2m1& w, const uint16_t* x, float* y, size_t row_begin,
+                          size_t row_end) {
   gemv_f4e2m1_f32_ref(w, widen(x, w.cols), y, row_begin, row_end);
 }
 
-void gemv_bf16_f32_ref(const WeightsBf16& w, const float* x, float* y, size_t row_begin, size_t row_end) {
+void gemv_bf16_f32_ref(const WeightsBf16& w, const float* x, float* y, size_t row_begin,
+                       size_t row_end) {
   for (size_t r = row_begin; r < row_end; ++r) y[r] = dot_bf16_row(w, r, x);
 }
 
-void gemv_f8e4m3_f32_ref(const WeightsF8e4m3& w, const float* x, float* y, size_t row_begin, size_t row_end) {
+void gemv_f8e4m3_f32_ref(const WeightsF8e4m3& w, const float* x, float* y, size_t row_begin,
+                         size_t row_end) {
   for (size_t r = row_begin; r < row_end; ++r) y[r] = dot_f8_row(w, r, x);
 }
 
-void gemv_f4e2m1_f32_ref(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin, size_t row_end) {
+void gemv_f4e2m1_f32_ref(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin,
+                         size_t row_end) {
   for (size_t r = row_begin; r < row_end; ++r) y[r] = dot_f4_row(w, r, x);
 }
 
-void gemm_bf16_f32_ref(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
-                       size_t row_begin, size_t row_end) {
+void gemm_bf16_f32_ref(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y,
+                       size_t ldy, size_t row_begin, size_t row_end) {
   for (size_t b = 0; b < batch; ++b)
     for (size_t r = row_begin; r < row_end; ++r) y[b * ldy + r] = dot_bf16_row(w, r, x + b * ldx);
 }

@@ -16,8 +16,12 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-float silu(float x) { return x / (1.0f + std::exp(-x)); }
+float sigmoid(float x) {
+  return 1.0f / (1.0f + std::exp(-x));
+}
+float silu(float x) {
+  return x / (1.0f + std::exp(-x));
+}
 
 }  // namespace
 
@@ -156,10 +160,9 @@ void topk_f32_ref(const float* x, size_t n, size_t k, int32_t* out, TopKScratch*
   std::vector<int32_t> key(n), idx(n);
   for (size_t i = 0; i < n; ++i) key[i] = topk_key(x[i]);
   std::iota(idx.begin(), idx.end(), 0);
-  std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(k), idx.end(),
-                    [&](int32_t a, int32_t b) {
-                      return key[a] > key[b] || (key[a] == key[b] && a < b);
-                    });
+  std::partial_sort(
+      idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(k), idx.end(),
+      [&](int32_t a, int32_t b) { return key[a] > key[b] || (key[a] == key[b] && a < b); });
   std::copy(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(k), out);
 }
 

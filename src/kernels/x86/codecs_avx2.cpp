@@ -25,7 +25,8 @@ __m256 f8x8_to_f32_exact(__m128i codes) {
   const __m256 v = _mm256_mul_ps(f8x8_to_f32_scaled(codes), _mm256_set1_ps(kF8HalfRebias));
   const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
   const __m256 nan = _mm256_cmp_ps(_mm256_andnot_ps(sign, v), _mm256_set1_ps(480.0f), _CMP_EQ_OQ);
-  const __m256 sign_qnan = _mm256_or_ps(_mm256_and_ps(v, sign), _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC00000)));
+  const __m256 sign_qnan =
+      _mm256_or_ps(_mm256_and_ps(v, sign), _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC00000)));
   return _mm256_blendv_ps(v, sign_qnan, nan);
 }
 
@@ -34,7 +35,8 @@ __m256 f8x8_to_f32_exact(__m128i codes) {
 void convert_bf16_to_f32_avx2(const uint16_t* src, float* dst, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+    const __m256i w =
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
     _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
   }
   convert_bf16_to_f32_ref(src + i, dst + i, n - i);
@@ -52,7 +54,8 @@ void convert_f32_to_bf16_avx2(const float* src, uint16_t* dst, size_t n) {
 void convert_f8e4m3_to_f32_avx2(const uint8_t* src, float* dst, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(dst + i, f8x8_to_f32_exact(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + i))));
+    _mm256_storeu_ps(dst + i,
+                     f8x8_to_f32_exact(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + i))));
   }
   convert_f8e4m3_to_f32_ref(src + i, dst + i, n - i);
 }
@@ -63,7 +66,8 @@ void dequant_f4e2m1_to_f32_avx2(const uint8_t* src, const uint8_t* scales, float
   for (; i + 32 <= n; i += 32) {  // one block of 32 = 16 bytes = two groups of 8 bytes
     const __m256 s = _mm256_set1_ps(scales ? ue8m0_to_f32(scales[i / kF4Block]) : 1.0f);
     for (size_t g = 0; g < 2; ++g) {
-      const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + i / 2 + 8 * g)));
+      const __m256i b = _mm256_cvtepu8_epi32(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + i / 2 + 8 * g)));
       __m256 lo, hi;
       f4x16_to_f32_split(b, lut, &lo, &hi);
       if (scales) {
@@ -77,7 +81,9 @@ void dequant_f4e2m1_to_f32_avx2(const uint8_t* src, const uint8_t* scales, float
       _mm256_storeu_ps(dst + i + 16 * g + 8, _mm256_permute2f128_ps(a, c, 0x31));
     }
   }
-  if (i < n) dequant_f4e2m1_to_f32_ref(src + i / 2, scales ? scales + i / kF4Block : nullptr, dst + i, n - i);
+  if (i < n)
+    dequant_f4e2m1_to_f32_ref(src + i / 2, scales ? scales + i / kF4Block : nullptr, dst + i,
+                              n - i);
 }
 
 }  // namespace dsv4::kernels

@@ -34,7 +34,8 @@ __m512 f8x16_to_f32_exact(__m128i codes) {
 void convert_bf16_to_f32_avx512(const uint16_t* src, float* dst, size_t n) {
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    const __m512i w =
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
     _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
   }
   if (i < n) {
@@ -60,7 +61,8 @@ void convert_f32_to_bf16_avx512(const float* src, uint16_t* dst, size_t n) {
 void convert_f8e4m3_to_f32_avx512(const uint8_t* src, float* dst, size_t n) {
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    _mm512_storeu_ps(dst + i, f8x16_to_f32_exact(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+    _mm512_storeu_ps(
+        dst + i, f8x16_to_f32_exact(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
   }
   if (i < n) {
     const __mmask16 m = tail_mask16(n - i);
@@ -71,11 +73,14 @@ void convert_f8e4m3_to_f32_avx512(const uint8_t* src, float* dst, size_t n) {
 void dequant_f4e2m1_to_f32_avx512(const uint8_t* src, const uint8_t* scales, float* dst, size_t n) {
   const __m512 lut = f4_lut();
   // Interleave the low-nibble (even elements) and high-nibble (odd elements) vectors.
-  const __m512i idx_first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const __m512i idx_second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const __m512i idx_first =
+      _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i idx_second =
+      _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {  // one 32-element block = one scale
-    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i / 2)));
+    const __m512i b =
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i / 2)));
     __m512 lo = _mm512_permutexvar_ps(b, lut);
     __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut);
     if (scales) {
@@ -86,7 +91,9 @@ void dequant_f4e2m1_to_f32_avx512(const uint8_t* src, const uint8_t* scales, flo
     _mm512_storeu_ps(dst + i, _mm512_permutex2var_ps(lo, idx_first, hi));
     _mm512_storeu_ps(dst + i + 16, _mm512_permutex2var_ps(lo, idx_second, hi));
   }
-  if (i < n) dequant_f4e2m1_to_f32_ref(src + i / 2, scales ? scales + i / kF4Block : nullptr, dst + i, n - i);
+  if (i < n)
+    dequant_f4e2m1_to_f32_ref(src + i / 2, scales ? scales + i / kF4Block : nullptr, dst + i,
+                              n - i);
 }
 
 }  // namespace dsv4::kernels

@@ -9,8 +9,8 @@
 
 #include "kernels/codecs.h"
 #include "kernels/gemv.h"
-#include "kernels/x86/scratch.h"
 #include "kernels/x86/quant_avx2.h"
+#include "kernels/x86/scratch.h"
 
 namespace dsv4::kernels {
 namespace {
@@ -21,7 +21,8 @@ constexpr int kRows = 4;
 // Prefetch of later row groups into L2 (see gemv_avx512.cpp, prefetch_ahead).
 inline size_t prefetch_distance(size_t group_bytes) {
   constexpr size_t kMinAhead = 8192;
-  return group_bytes >= kMinAhead ? group_bytes : (kMinAhead + group_bytes - 1) / group_bytes * group_bytes;
+  return group_bytes >= kMinAhead ? group_bytes
+                                  : (kMinAhead + group_bytes - 1) / group_bytes * group_bytes;
 }
 inline void prefetch_ahead(const void* p, size_t distance) {
   _mm_prefetch(static_cast<const char*>(p) + distance, _MM_HINT_T1);
@@ -34,8 +35,8 @@ constexpr std::array<float, 256> kUe8m0Table = [] {
 }();
 
 inline __m256 bf16x8(const uint16_t* p) {
-  return _mm256_castsi256_ps(
-      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(
+      _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
 
 template <int R>
@@ -85,7 +86,8 @@ void f8_rows(const WeightsF8e4m3& w, size_t r0, const float* x, float* y) {
       const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
       for (int i = 0; i < R; ++i) {
         __m256 lo, hi;
-        f8x16_to_f32_scaled(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row[i] + k)), &lo, &hi);
+        f8x16_to_f32_scaled(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row[i] + k)), &lo,
+                            &hi);
         part[i] = _mm256_fmadd_ps(lo, x0, part[i]);
         part[i] = _mm256_fmadd_ps(hi, x1, part[i]);
       }
@@ -93,7 +95,8 @@ void f8_rows(const WeightsF8e4m3& w, size_t r0, const float* x, float* y) {
     if (k + 8 <= k1) {
       const __m256 x0 = _mm256_loadu_ps(x + k);
       for (int i = 0; i < R; ++i) {
-        const __m256 v = f8x8_to_f32_scaled(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row[i] + k)));
+        const __m256 v =
+            f8x8_to_f32_scaled(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row[i] + k)));
         part[i] = _mm256_fmadd_ps(v, x0, part[i]);
       }
       k += 8;
@@ -153,12 +156,15 @@ void f4_rows(const WeightsF4e2m1& w, size_t r0, const SplitX& xs, float* y) {
       // Nibbles -> 2·value as int8 through one PSHUFB table (exact: all e2m1 values are
       // multiples of 0.5), then to f32; the factor 1/2 goes into the block scale.
       const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[i] + cb * 16));
-      const __m128i lo = _mm_shuffle_epi8(lut2x, _mm_and_si128(bytes, nib));                      // even elements
-      const __m128i hi = _mm_shuffle_epi8(lut2x, _mm_and_si128(_mm_srli_epi16(bytes, 4), nib));  // odd elements
+      const __m128i lo = _mm_shuffle_epi8(lut2x, _mm_and_si128(bytes, nib));  // even elements
+      const __m128i hi =
+          _mm_shuffle_epi8(lut2x, _mm_and_si128(_mm_srli_epi16(bytes, 4), nib));  // odd elements
       __m256 part = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), xe0);
       part = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), xo0, part);
-      part = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), xe1, part);
-      part = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), xo1, part);
+      part = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), xe1,
+                             part);
+      part = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), xo1,
+                             part);
       acc[i] = _mm256_fmadd_ps(part, _mm256_set1_ps(0.5f * kUe8m0Table[srow[i][cb]]), acc[i]);
     }
   }
@@ -187,8 +193,8 @@ inline void prefetch_range_ahead(const void* p, size_t bytes, size_t distance) {
 }
 
 template <typename Decode>
-void gemm_driver(size_t n, const float* x, size_t ldx, size_t batch, float* y, size_t ldy, size_t row_begin,
-                 size_t row_end, const Decode& decode) {
+void gemm_driver(size_t n, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
+                 size_t row_begin, size_t row_end, const Decode& decode) {
   alignas(32) float tile[kRows][kChunk];
   alignas(32) float acc[kGemmMaxBatch][kRows][8];
   for (size_t b0 = 0; b0 < batch; b0 += kGemmMaxBatch) {
@@ -201,8 +207,10 @@ void gemm_driver(size_t n, const float* x, size_t ldx, size_t batch, float* y, s
       for (size_t k0 = 0; k0 < n; k0 += kChunk) {
         const size_t len = std::min(kChunk, n - k0), full = len / 8 * 8;
         for (int i = 0; i < kRows; ++i) {
-          if (i < nr) decode(r0 + static_cast<size_t>(i), k0, len, tile[i]);
-          else std::fill(tile[i], tile[i] + len, 0.0f);
+          if (i < nr)
+            decode(r0 + static_cast<size_t>(i), k0, len, tile[i]);
+          else
+            std::fill(tile[i], tile[i] + len, 0.0f);
         }
         size_t b = 0;
         for (; b + 2 <= nb; b += 2) {  // two activation rows share each tile load
@@ -236,7 +244,8 @@ void gemm_driver(size_t n, const float* x, size_t ldx, size_t batch, float* y, s
           for (int i = 0; i < kRows; ++i) a0[i] = _mm256_load_ps(acc[b][i]);
           for (size_t kk = 0; kk < full; kk += 8) {
             const __m256 v0 = _mm256_loadu_ps(x0 + kk);
-            for (int i = 0; i < kRows; ++i) a0[i] = _mm256_fmadd_ps(_mm256_load_ps(tile[i] + kk), v0, a0[i]);
+            for (int i = 0; i < kRows; ++i)
+              a0[i] = _mm256_fmadd_ps(_mm256_load_ps(tile[i] + kk), v0, a0[i]);
           }
           for (int i = 0; i < kRows; ++i) {
             _mm256_store_ps(acc[b][i], a0[i]);
@@ -246,26 +255,30 @@ void gemm_driver(size_t n, const float* x, size_t ldx, size_t batch, float* y, s
       }
       for (size_t b = 0; b < nb; ++b)
         for (int i = 0; i < nr; ++i)
-          y[(b0 + b) * ldy + r0 + static_cast<size_t>(i)] = hsum(_mm256_load_ps(acc[b][i])) + tail_acc[b][i];
+          y[(b0 + b) * ldy + r0 + static_cast<size_t>(i)] =
+              hsum(_mm256_load_ps(acc[b][i])) + tail_acc[b][i];
     }
   }
 }
 
 }  // namespace
 
-void gemv_bf16_f32_avx2(const WeightsBf16& w, const float* x, float* y, size_t row_begin, size_t row_end) {
+void gemv_bf16_f32_avx2(const WeightsBf16& w, const float* x, float* y, size_t row_begin,
+                        size_t row_end) {
   size_t r = row_begin;
   for (; r + kRows <= row_end; r += kRows) bf16_rows<kRows>(w, r, x, y + r);
   for (; r < row_end; ++r) bf16_rows<1>(w, r, x, y + r);
 }
 
-void gemv_f8e4m3_f32_avx2(const WeightsF8e4m3& w, const float* x, float* y, size_t row_begin, size_t row_end) {
+void gemv_f8e4m3_f32_avx2(const WeightsF8e4m3& w, const float* x, float* y, size_t row_begin,
+                          size_t row_end) {
   size_t r = row_begin;
   for (; r + kRows <= row_end; r += kRows) f8_rows<kRows>(w, r, x, y + r);
   for (; r < row_end; ++r) f8_rows<1>(w, r, x, y + r);
 }
 
-void gemv_f4e2m1_f32_avx2(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin, size_t row_end) {
+void gemv_f4e2m1_f32_avx2(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin,
+                          size_t row_end) {
   if (row_begin >= row_end) return;
   SplitX& xs = split_scratch();
   xs.build(x, w.cols);
@@ -283,45 +296,50 @@ const float* widen(const uint16_t* x, size_t n) {
 }
 }  // namespace
 
-void gemv_f8e4m3_bf16_avx2(const WeightsF8e4m3& w, const uint16_t* x, float* y, size_t row_begin, size_t row_end) {
+void gemv_f8e4m3_bf16_avx2(const WeightsF8e4m3& w, const uint16_t* x, float* y, size_t row_begin,
+                           size_t row_end) {
   gemv_f8e4m3_f32_avx2(w, widen(x, w.cols), y, row_begin, row_end);
 }
 
-void gemv_f4e2m1_bf16_avx2(const WeightsF4e2m1& w, const uint16_t* x, float* y, size_t row_begin, size_t row_end) {
+void gemv_f4e2m1_bf16_avx2(const WeightsF4e2m1& w, const uint16_t* x, float* y, size_t row_begin,
+                           size_t row_end) {
   gemv_f4e2m1_f32_avx2(w, widen(x, w.cols), y, row_begin, row_end);
 }
 
-void gemm_bf16_f32_avx2(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
-                        size_t row_begin, size_t row_end) {
+void gemm_bf16_f32_avx2(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y,
+                        size_t ldy, size_t row_begin, size_t row_end) {
   const size_t ahead = prefetch_distance(kRows * w.cols * sizeof(uint16_t));
-  gemm_driver(w.cols, x, ldx, batch, y, ldy, row_begin, row_end, [&](size_t r, size_t k0, size_t len, float* dst) {
-    prefetch_range_ahead(w.data + r * w.cols + k0, len * sizeof(uint16_t), ahead);
-    convert_bf16_to_f32_avx2(w.data + r * w.cols + k0, dst, len);
-  });
+  gemm_driver(w.cols, x, ldx, batch, y, ldy, row_begin, row_end,
+              [&](size_t r, size_t k0, size_t len, float* dst) {
+                prefetch_range_ahead(w.data + r * w.cols + k0, len * sizeof(uint16_t), ahead);
+                convert_bf16_to_f32_avx2(w.data + r * w.cols + k0, dst, len);
+              });
 }
 
-void gemm_f8e4m3_f32_avx2(const WeightsF8e4m3& w, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
-                          size_t row_begin, size_t row_end) {
+void gemm_f8e4m3_f32_avx2(const WeightsF8e4m3& w, const float* x, size_t ldx, size_t batch,
+                          float* y, size_t ldy, size_t row_begin, size_t row_end) {
   const size_t ahead = prefetch_distance(kRows * w.cols);
-  gemm_driver(w.cols, x, ldx, batch, y, ldy, row_begin, row_end, [&](size_t r, size_t k0, size_t len, float* dst) {
-    prefetch_range_ahead(w.data + r * w.cols + k0, len, ahead);
-    convert_f8e4m3_to_f32_avx2(w.data + r * w.cols + k0, dst, len);
-    for (size_t j = 0; j < len; j += kF8WeightBlock) {  // k0 is a multiple of the block
-      const float s = f8_weight_scale(w, r, (k0 + j) / kF8WeightBlock);
-      for (size_t t = j; t < std::min(j + kF8WeightBlock, len); ++t) dst[t] *= s;
-    }
-  });
+  gemm_driver(w.cols, x, ldx, batch, y, ldy, row_begin, row_end,
+              [&](size_t r, size_t k0, size_t len, float* dst) {
+                prefetch_range_ahead(w.data + r * w.cols + k0, len, ahead);
+                convert_f8e4m3_to_f32_avx2(w.data + r * w.cols + k0, dst, len);
+                for (size_t j = 0; j < len; j += kF8WeightBlock) {  // k0 is a multiple of the block
+                  const float s = f8_weight_scale(w, r, (k0 + j) / kF8WeightBlock);
+                  for (size_t t = j; t < std::min(j + kF8WeightBlock, len); ++t) dst[t] *= s;
+                }
+              });
 }
 
-void gemm_f4e2m1_f32_avx2(const WeightsF4e2m1& w, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
-                          size_t row_begin, size_t row_end) {
+void gemm_f4e2m1_f32_avx2(const WeightsF4e2m1& w, const float* x, size_t ldx, size_t batch,
+                          float* y, size_t ldy, size_t row_begin, size_t row_end) {
   const size_t row_bytes = f4_row_bytes(w.cols), n_blocks = f4_scales_per_row(w.cols);
   const size_t ahead = prefetch_distance(kRows * row_bytes);
-  gemm_driver(w.cols, x, ldx, batch, y, ldy, row_begin, row_end, [&](size_t r, size_t k0, size_t len, float* dst) {
-    prefetch_range_ahead(w.data + r * row_bytes + k0 / 2, (len + 1) / 2, ahead);
-    dequant_f4e2m1_to_f32_avx2(w.data + r * row_bytes + k0 / 2, w.scales + r * n_blocks + k0 / kF4WeightBlock,
-                               dst, len);
-  });
+  gemm_driver(w.cols, x, ldx, batch, y, ldy, row_begin, row_end,
+              [&](size_t r, size_t k0, size_t len, float* dst) {
+                prefetch_range_ahead(w.data + r * row_bytes + k0 / 2, (len + 1) / 2, ahead);
+                dequant_f4e2m1_to_f32_avx2(w.data + r * row_bytes + k0 / 2,
+                                           w.scales + r * n_blocks + k0 / kF4WeightBlock, dst, len);
+              });
 }
 
 }  // namespace dsv4::kernels

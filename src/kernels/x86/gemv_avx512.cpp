@@ -5,8 +5,9 @@
 //   bf16:        VPMOVZXWD + VPSLLD 16 -> f32, FMA.
 //   f8 x f32:    the f16 trick of quant_avx512.h (3 integer ops + VCVTPH2PS per 16 codes); the 2^8
 //                rebias is folded into the block scale.
-//   f4 x f32:    64-byte loads, VPSRLD + VPERMPS of a 16-entry f32 table (x rearranged, see f4_rows).
-//   f8/f4 x bf16: weights decoded straight to bf16 by table lookups (VPERMI2W / VPERMW), products
+//   f4 x f32:    64-byte loads, VPSRLD + VPERMPS of a 16-entry f32 table (x rearranged, see
+//   f4_rows). f8/f4 x bf16: weights decoded straight to bf16 by table lookups (VPERMI2W / VPERMW),
+//   products
 //                by VDPBF16PS: half the instructions per weight of the f32-activation kernels.
 // The decode+FMA instruction count, not DRAM, is what limits one core on f4/f8 (see
 // bench/gemv_bench.cpp, `gemv_hot`); the bf16-activation kernels are the ones that keep up.
@@ -21,8 +22,8 @@
 
 #include "kernels/codecs.h"
 #include "kernels/gemv.h"
-#include "kernels/x86/scratch.h"
 #include "kernels/x86/quant_avx512.h"
+#include "kernels/x86/scratch.h"
 
 namespace dsv4::kernels {
 namespace {
@@ -38,7 +39,8 @@ constexpr int kRows = 4;
 // Prefetches past the end of the matrix are harmless hints.
 inline size_t prefetch_distance(size_t group_bytes) {
   constexpr size_t kMinAhead = 8192;
-  return group_bytes >= kMinAhead ? group_bytes : (kMinAhead + group_bytes - 1) / group_bytes * group_bytes;
+  return group_bytes >= kMinAhead ? group_bytes
+                                  : (kMinAhead + group_bytes - 1) / group_bytes * group_bytes;
 }
 inline void prefetch_ahead(const void* p, size_t distance) {
   _mm_prefetch(static_cast<const char*>(p) + distance, _MM_HINT_T1);
@@ -54,11 +56,12 @@ constexpr std::array<float, 256> kUe8m0Table = [] {
 // ---- bf16 ----------------------------------------------------------------------------------
 
 inline __m512 bf16x16(const uint16_t* p) {
-  return _mm512_castsi512_ps(
-      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
 }
 inline __m512 bf16x16_masked(const uint16_t* p, __mmask16 m) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
 
 template <int R>
@@ -123,7 +126,8 @@ void f8_rows(const WeightsF8e4m3& w, size_t r0, const float* x, float* y) {
       const __mmask16 m = tail_mask16(k1 - k);
       const __m512 xv = _mm512_maskz_loadu_ps(m, x + k);
       for (int i = 0; i < R; ++i) {
-        part[i] = _mm512_fmadd_ps(f8x16_to_f32_scaled(_mm_maskz_loadu_epi8(m, row[i] + k)), xv, part[i]);
+        part[i] =
+            _mm512_fmadd_ps(f8x16_to_f32_scaled(_mm_maskz_loadu_epi8(m, row[i] + k)), xv, part[i]);
       }
     }
     for (int i = 0; i < R; ++i) {
@@ -147,9 +151,9 @@ void f8_rows(const WeightsF8e4m3& w, size_t r0, const float* x, float* y) {
 // VPSHUFB; shifted into an f32 exponent this gives the scale vector 2^(e-127) of four blocks.
 inline __m512i scale_spread_control() {
   alignas(64) static constexpr int8_t kSel[64] = {
-      0, -1, -1, -1, 0, -1, -1, -1, 0, -1, -1, -1, 0, -1, -1, -1,  // lanes 0..3 <- byte 0
-      1, -1, -1, -1, 1, -1, -1, -1, 1, -1, -1, -1, 1, -1, -1, -1,  // lanes 4..7 <- byte 1
-      2, -1, -1, -1, 2, -1, -1, -1, 2, -1, -1, -1, 2, -1, -1, -1,  // lanes 8..11 <- byte 2
+      0, -1, -1, -1, 0, -1, -1, -1, 0, -1, -1, -1, 0, -1, -1, -1,   // lanes 0..3 <- byte 0
+      1, -1, -1, -1, 1, -1, -1, -1, 1, -1, -1, -1, 1, -1, -1, -1,   // lanes 4..7 <- byte 1
+      2, -1, -1, -1, 2, -1, -1, -1, 2, -1, -1, -1, 2, -1, -1, -1,   // lanes 8..11 <- byte 2
       3, -1, -1, -1, 3, -1, -1, -1, 3, -1, -1, -1, 3, -1, -1, -1};  // lanes 12..15 <- byte 3
   return _mm512_load_si512(kSel);
 }
@@ -160,7 +164,8 @@ inline __m512i scale_spread_control() {
 template <bool kExact>
 inline __m512 scale_vector4(uint32_t s4, __m512i spread) {
   if constexpr (!kExact) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_shuffle_epi8(_mm512_set1_epi32(static_cast<int>(s4)), spread), 23));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_shuffle_epi8(_mm512_set1_epi32(static_cast<int>(s4)), spread), 23));
   } else {
     const __m128 four = _mm_setr_ps(kUe8m0Table[s4 & 0xFF], kUe8m0Table[(s4 >> 8) & 0xFF],
                                     kUe8m0Table[(s4 >> 16) & 0xFF], kUe8m0Table[s4 >> 24]);
@@ -175,7 +180,8 @@ inline bool any_extreme_scale(const uint8_t* p, size_t n) {
   for (size_t i = 0; i < n; i += 64) {
     const __mmask64 m = n - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (n - i)) - 1;
     const __m512i v = _mm512_maskz_loadu_epi8(m, p + i);
-    if ((_mm512_mask_cmpeq_epi8_mask(m, v, zero) | _mm512_mask_cmpeq_epi8_mask(m, v, ones)) != 0) return true;
+    if ((_mm512_mask_cmpeq_epi8_mask(m, v, zero) | _mm512_mask_cmpeq_epi8_mask(m, v, ones)) != 0)
+      return true;
   }
   return false;
 }
@@ -241,7 +247,8 @@ void f4_rows(const WeightsF4e2m1& w, size_t r0, const float* x8, float* y) {
     __m512 part[R];
     const __m512 x0 = _mm512_loadu_ps(xc);
     for (int i = 0; i < R; ++i) {
-      v[i] = masked ? _mm512_maskz_loadu_epi8(m, row[i] + 64 * c) : _mm512_loadu_si512(row[i] + 64 * c);
+      v[i] = masked ? _mm512_maskz_loadu_epi8(m, row[i] + 64 * c)
+                    : _mm512_loadu_si512(row[i] + 64 * c);
       prefetch_ahead(row[i] + 64 * c, ahead);
       if (c % 16 == 0) prefetch_ahead(srow[i] + 4 * c, ahead_s);
       part[i] = _mm512_mul_ps(_mm512_permutexvar_ps(v[i], lut), x0);
@@ -321,7 +328,8 @@ void f4_rows_bf16(const WeightsF4e2m1& w, size_t r0, const uint16_t* xw, float* 
     __m512i v[R];
     __m512 part[R];
     for (int i = 0; i < R; ++i) {
-      v[i] = masked ? _mm512_maskz_loadu_epi8(m, row[i] + 64 * c) : _mm512_loadu_si512(row[i] + 64 * c);
+      v[i] = masked ? _mm512_maskz_loadu_epi8(m, row[i] + 64 * c)
+                    : _mm512_loadu_si512(row[i] + 64 * c);
       prefetch_ahead(row[i] + 64 * c, ahead);
       if (c % 16 == 0) prefetch_ahead(srow[i] + 4 * c, ahead_s);
       part[i] = _mm512_setzero_ps();
@@ -331,7 +339,8 @@ void f4_rows_bf16(const WeightsF4e2m1& w, size_t r0, const uint16_t* xw, float* 
       const __m512bh xk = reinterpret_cast<__m512bh>(_mm512_loadu_si512(xc + 32 * k));
       for (int i = 0; i < R; ++i) {
         const __m512i t = k == 0 ? v[i] : _mm512_srli_epi16(v[i], static_cast<unsigned>(4 * k));
-        part[i] = _mm512_dpbf16_ps(part[i], reinterpret_cast<__m512bh>(_mm512_permutexvar_epi16(t, lut)), xk);
+        part[i] = _mm512_dpbf16_ps(
+            part[i], reinterpret_cast<__m512bh>(_mm512_permutexvar_epi16(t, lut)), xk);
       }
     }
     for (int i = 0; i < R; ++i) {
@@ -376,7 +385,8 @@ struct F8Bf16Tables {
 
 F8Bf16Tables f8_bf16_tables() {
   alignas(64) uint16_t v[128];
-  for (uint32_t c = 0; c < 128; ++c) v[c] = encode_bf16(decode_f8e4m3(static_cast<uint8_t>(c)));  // exact
+  for (uint32_t c = 0; c < 128; ++c)
+    v[c] = encode_bf16(decode_f8e4m3(static_cast<uint8_t>(c)));  // exact
   F8Bf16Tables t;
   for (int i = 0; i < 4; ++i) t.t[i] = _mm512_load_si512(v + 32 * i);
   return t;
@@ -384,15 +394,18 @@ F8Bf16Tables f8_bf16_tables() {
 
 // bf16 of the code in bits 0..7 of each word of `idx` (bits 8..15 ignored except as noted):
 // magnitude from the tables, sign from `sign_src` & 0x8000.
-inline __m512i f8_bf16_decode(const F8Bf16Tables& t, __m512i idx, __mmask32 bit6, __m512i sign_src) {
+inline __m512i f8_bf16_decode(const F8Bf16Tables& t, __m512i idx, __mmask32 bit6,
+                              __m512i sign_src) {
   const __m512i lo = _mm512_permutex2var_epi16(t.t[0], idx, t.t[1]);
   const __m512i hi = _mm512_permutex2var_epi16(t.t[2], idx, t.t[3]);
   const __m512i mag = _mm512_mask_blend_epi16(bit6, lo, hi);
-  return _mm512_ternarylogic_epi32(mag, sign_src, _mm512_set1_epi16(static_cast<short>(0x8000)), 0xF8);  // A | (B & C)
+  return _mm512_ternarylogic_epi32(mag, sign_src, _mm512_set1_epi16(static_cast<short>(0x8000)),
+                                   0xF8);  // A | (B & C)
 }
 
 template <int R>
-void f8_rows_bf16(const WeightsF8e4m3& w, size_t r0, const uint16_t* xw, const F8Bf16Tables& tab, float* y) {
+void f8_rows_bf16(const WeightsF8e4m3& w, size_t r0, const uint16_t* xw, const F8Bf16Tables& tab,
+                  float* y) {
   const size_t n = w.cols, ahead = prefetch_distance(kRows * n);
   const uint8_t* row[R];
   __m512 acc[R];
@@ -406,10 +419,13 @@ void f8_rows_bf16(const WeightsF8e4m3& w, size_t r0, const uint16_t* xw, const F
     const __m512bh x_lo = reinterpret_cast<__m512bh>(_mm512_loadu_si512(xw + k));
     const __m512bh x_hi = reinterpret_cast<__m512bh>(_mm512_loadu_si512(xw + k + 32));
     for (int i = 0; i < R; ++i) {
-      const __m512i v = masked ? _mm512_maskz_loadu_epi8(m, row[i] + k) : _mm512_loadu_si512(row[i] + k);
+      const __m512i v =
+          masked ? _mm512_maskz_loadu_epi8(m, row[i] + k) : _mm512_loadu_si512(row[i] + k);
       prefetch_ahead(row[i] + k, ahead);
-      const __m512i lo = f8_bf16_decode(tab, v, _mm512_test_epi16_mask(v, bit6_lo), _mm512_slli_epi16(v, 8));
-      const __m512i hi = f8_bf16_decode(tab, _mm512_srli_epi16(v, 8), _mm512_test_epi16_mask(v, bit6_hi), v);
+      const __m512i lo =
+          f8_bf16_decode(tab, v, _mm512_test_epi16_mask(v, bit6_lo), _mm512_slli_epi16(v, 8));
+      const __m512i hi =
+          f8_bf16_decode(tab, _mm512_srli_epi16(v, 8), _mm512_test_epi16_mask(v, bit6_hi), v);
       part[i] = _mm512_dpbf16_ps(part[i], reinterpret_cast<__m512bh>(lo), x_lo);
       part[i] = _mm512_dpbf16_ps(part[i], reinterpret_cast<__m512bh>(hi), x_hi);
     }
@@ -446,14 +462,14 @@ constexpr size_t kChunk = 256;  // columns per decoded tile (a multiple of 128)
 constexpr size_t kSeg = 128;    // columns per scale fold (f8 block, f4 4-block chunk)
 
 struct Tile {
-  alignas(64) float w[kRows][kChunk];       // decoded, unscaled weights in the GEMV lane layout
-  alignas(64) float s[kRows][2][16];        // per row and 128-column segment: the scale vector
+  alignas(64) float w[kRows][kChunk];  // decoded, unscaled weights in the GEMV lane layout
+  alignas(64) float s[kRows][2][16];   // per row and 128-column segment: the scale vector
 };
 
 // bf16: acc[b][i] += tile[i][0, len16) · x_b[0, len16) (x rows past `full` read with mask `tail`).
 template <int NB>
-inline void tile_mac_direct(const Tile& t, const float* x0, size_t ldx, size_t len16, size_t full, __mmask16 tail,
-                            float (*acc)[kRows][16]) {
+inline void tile_mac_direct(const Tile& t, const float* x0, size_t ldx, size_t len16, size_t full,
+                            __mmask16 tail, float (*acc)[kRows][16]) {
   __m512 a[NB][kRows];
   for (int b = 0; b < NB; ++b)
     for (int i = 0; i < kRows; ++i) a[b][i] = _mm512_load_ps(acc[b][i]);
@@ -475,8 +491,8 @@ inline void tile_mac_direct(const Tile& t, const float* x0, size_t ldx, size_t l
 // f8 / f4: per 128-column segment, part = Σ w·x over its vectors (f8: from zero with FMAs, as
 // f8_rows; f4: the first product by a multiply, as f4_rows), then acc = fma(part, scale, acc).
 template <int NB, bool kFirstMul>
-inline void tile_mac_blocked(const Tile& t, const float* x0, size_t ldx, size_t len, size_t full, __mmask16 tail,
-                             float (*acc)[kRows][16]) {
+inline void tile_mac_blocked(const Tile& t, const float* x0, size_t ldx, size_t len, size_t full,
+                             __mmask16 tail, float (*acc)[kRows][16]) {
   for (size_t seg = 0, k0 = 0; k0 < len; ++seg, k0 += kSeg) {
     const size_t k1 = std::min(k0 + kSeg, len);
     __m512 part[NB][kRows];
@@ -490,7 +506,8 @@ inline void tile_mac_blocked(const Tile& t, const float* x0, size_t ldx, size_t 
         const __m512 w = _mm512_load_ps(t.w[i] + kk);
         for (int b = 0; b < NB; ++b) {
           if (kk == k0) {
-            part[b][i] = kFirstMul ? _mm512_mul_ps(w, xv[b]) : _mm512_fmadd_ps(w, xv[b], _mm512_setzero_ps());
+            part[b][i] = kFirstMul ? _mm512_mul_ps(w, xv[b])
+                                   : _mm512_fmadd_ps(w, xv[b], _mm512_setzero_ps());
           } else {
             part[b][i] = _mm512_fmadd_ps(w, xv[b], part[b][i]);
           }
@@ -499,7 +516,8 @@ inline void tile_mac_blocked(const Tile& t, const float* x0, size_t ldx, size_t 
     }
     for (int i = 0; i < kRows; ++i) {
       const __m512 sv = _mm512_load_ps(t.s[i][seg]);
-      for (int b = 0; b < NB; ++b) _mm512_store_ps(acc[b][i], _mm512_fmadd_ps(part[b][i], sv, _mm512_load_ps(acc[b][i])));
+      for (int b = 0; b < NB; ++b)
+        _mm512_store_ps(acc[b][i], _mm512_fmadd_ps(part[b][i], sv, _mm512_load_ps(acc[b][i])));
     }
   }
 }
@@ -517,8 +535,8 @@ inline void prefetch_range_ahead(const void* p, size_t bytes, size_t distance) {
 // the segment's vector count) and its scale vectors s_row[seg]. x: [batch, ...] with row stride
 // ldx, indexed by column (f4: the x8 layout, which is indexed like columns chunk by chunk).
 template <TileMode kMode, typename Decode>
-void gemm_driver(size_t n, const float* x, size_t ldx, size_t batch, float* y, size_t ldy, size_t row_begin,
-                 size_t row_end, const Decode& decode) {
+void gemm_driver(size_t n, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
+                 size_t row_begin, size_t row_end, const Decode& decode) {
   Tile t;
   alignas(64) float acc[kGemmMaxBatch][kRows][16];
   for (size_t b0 = 0; b0 < batch; b0 += kGemmMaxBatch) {
@@ -529,8 +547,9 @@ void gemm_driver(size_t n, const float* x, size_t ldx, size_t batch, float* y, s
       std::fill(&acc[0][0][0], &acc[0][0][0] + kGemmMaxBatch * kRows * 16, 0.0f);
       for (size_t k0 = 0; k0 < n; k0 += kChunk) {
         // f4 tiles always hold whole 128-column chunks (x8 is zero-padded to them).
-        const size_t len = kMode == TileMode::f4 ? std::min(kChunk, (n - k0 + kSeg - 1) / kSeg * kSeg)
-                                                 : std::min(kChunk, n - k0);
+        const size_t len = kMode == TileMode::f4
+                               ? std::min(kChunk, (n - k0 + kSeg - 1) / kSeg * kSeg)
+                               : std::min(kChunk, n - k0);
         const size_t len16 = (len + 15) / 16 * 16;
         for (int i = 0; i < kRows; ++i) {
           if (i < nr) {
@@ -545,8 +564,10 @@ void gemm_driver(size_t n, const float* x, size_t ldx, size_t batch, float* y, s
         auto mac = [&](auto nb_const, size_t b) {
           constexpr int NB = decltype(nb_const)::value;
           const float* xp = xb + b * ldx + k0;
-          if constexpr (kMode == TileMode::direct) tile_mac_direct<NB>(t, xp, ldx, len16, full, tail, acc + b);
-          else tile_mac_blocked<NB, kMode == TileMode::f4>(t, xp, ldx, len, full, tail, acc + b);
+          if constexpr (kMode == TileMode::direct)
+            tile_mac_direct<NB>(t, xp, ldx, len16, full, tail, acc + b);
+          else
+            tile_mac_blocked<NB, kMode == TileMode::f4>(t, xp, ldx, len, full, tail, acc + b);
         };
         size_t b = 0;
         for (; b + 4 <= nb; b += 4) mac(std::integral_constant<int, 4>{}, b);
@@ -555,20 +576,23 @@ void gemm_driver(size_t n, const float* x, size_t ldx, size_t batch, float* y, s
       }
       for (size_t b = 0; b < nb; ++b)
         for (int i = 0; i < nr; ++i)
-          y[(b0 + b) * ldy + r0 + static_cast<size_t>(i)] = _mm512_reduce_add_ps(_mm512_load_ps(acc[b][i]));
+          y[(b0 + b) * ldy + r0 + static_cast<size_t>(i)] =
+              _mm512_reduce_add_ps(_mm512_load_ps(acc[b][i]));
     }
   }
 }
 
 }  // namespace
 
-void gemv_bf16_f32_avx512(const WeightsBf16& w, const float* x, float* y, size_t row_begin, size_t row_end) {
+void gemv_bf16_f32_avx512(const WeightsBf16& w, const float* x, float* y, size_t row_begin,
+                          size_t row_end) {
   size_t r = row_begin;
   for (; r + kRows <= row_end; r += kRows) bf16_rows<kRows>(w, r, x, y + r);
   for (; r < row_end; ++r) bf16_rows<1>(w, r, x, y + r);
 }
 
-void gemv_f8e4m3_f32_avx512(const WeightsF8e4m3& w, const float* x, float* y, size_t row_begin, size_t row_end) {
+void gemv_f8e4m3_f32_avx512(const WeightsF8e4m3& w, const float* x, float* y, size_t row_begin,
+                            size_t row_end) {
   size_t r = row_begin;
   for (; r + kRows <= row_end; r += kRows) f8_rows<kRows>(w, r, x, y + r);
   for (; r < row_end; ++r) f8_rows<1>(w, r, x, y + r);
@@ -582,21 +606,27 @@ void f4_row_groups(const WeightsF4e2m1& w, size_t row_begin, size_t row_end, con
   const size_t nb = f4_scales_per_row(w.cols);
   size_t r = row_begin;
   for (; r + kRows <= row_end; r += kRows) {
-    if (any_extreme_scale(w.scales + r * nb, kRows * nb)) exact(r, kRows);
-    else fast(r, kRows);
+    if (any_extreme_scale(w.scales + r * nb, kRows * nb))
+      exact(r, kRows);
+    else
+      fast(r, kRows);
   }
   for (; r < row_end; ++r) exact(r, 1);
 }
 
-void gemv_f4e2m1_f32_avx512(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin, size_t row_end) {
+void gemv_f4e2m1_f32_avx512(const WeightsF4e2m1& w, const float* x, float* y, size_t row_begin,
+                            size_t row_end) {
   if (row_begin >= row_end) return;
   Scratch<float>& x8 = x_scratch().x8;
   build_x8(x, w.cols, x8);
   f4_row_groups(
-      w, row_begin, row_end, [&](size_t r, size_t) { f4_rows<kRows, false>(w, r, x8.data(), y + r); },
+      w, row_begin, row_end,
+      [&](size_t r, size_t) { f4_rows<kRows, false>(w, r, x8.data(), y + r); },
       [&](size_t r, size_t nr) {
-        if (nr == kRows) f4_rows<kRows, true>(w, r, x8.data(), y + r);
-        else f4_rows<1, true>(w, r, x8.data(), y + r);
+        if (nr == kRows)
+          f4_rows<kRows, true>(w, r, x8.data(), y + r);
+        else
+          f4_rows<1, true>(w, r, x8.data(), y + r);
       });
 }
 
@@ -606,10 +636,13 @@ void gemv_f4e2m1_bf16_avx512(const WeightsF4e2m1& w, const uint16_t* x, float* y
   Scratch<uint16_t>& xw = x_scratch().xw;
   build_xw_f4(x, w.cols, xw);
   f4_row_groups(
-      w, row_begin, row_end, [&](size_t r, size_t) { f4_rows_bf16<kRows, false>(w, r, xw.data(), y + r); },
+      w, row_begin, row_end,
+      [&](size_t r, size_t) { f4_rows_bf16<kRows, false>(w, r, xw.data(), y + r); },
       [&](size_t r, size_t nr) {
-        if (nr == kRows) f4_rows_bf16<kRows, true>(w, r, xw.data(), y + r);
-        else f4_rows_bf16<1, true>(w, r, xw.data(), y + r);
+        if (nr == kRows)
+          f4_rows_bf16<kRows, true>(w, r, xw.data(), y + r);
+        else
+          f4_rows_bf16<1, true>(w, r, xw.data(), y + r);
       });
 }
 
@@ -624,12 +657,12 @@ void gemv_f8e4m3_bf16_avx512(const WeightsF8e4m3& w, const uint16_t* x, float* y
   for (; r < row_end; ++r) f8_rows_bf16<1>(w, r, xw.data(), tab, y + r);
 }
 
-void gemm_bf16_f32_avx512(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y, size_t ldy,
-                          size_t row_begin, size_t row_end) {
+void gemm_bf16_f32_avx512(const WeightsBf16& w, const float* x, size_t ldx, size_t batch, float* y,
+                          size_t ldy, size_t row_begin, size_t row_end) {
   if (batch == 1) return gemv_bf16_f32_avx512(w, x, y, row_begin, row_end);  // same arithmetic
   const size_t ahead = prefetch_distance(kRows * w.cols * sizeof(uint16_t));
   gemm_driver<TileMode::direct>(w.cols, x, ldx, batch, y, ldy, row_begin, row_end,
-                                [&](size_t r, size_t k0, size_t len, float* wt, float (*)[16]) {
+                                [&](size_t r, size_t k0, size_t len, float* wt, float(*)[16]) {
                                   const uint16_t* src = w.data + r * w.cols + k0;
                                   prefetch_range_ahead(src, len * sizeof(uint16_t), ahead);
                                   convert_bf16_to_f32_avx512(src, wt, len);
@@ -637,12 +670,13 @@ void gemm_bf16_f32_avx512(const WeightsBf16& w, const float* x, size_t ldx, size
                                 });
 }
 
-void gemm_f8e4m3_f32_avx512(const WeightsF8e4m3& w, const float* x, size_t ldx, size_t batch, float* y,
-                            size_t ldy, size_t row_begin, size_t row_end) {
+void gemm_f8e4m3_f32_avx512(const WeightsF8e4m3& w, const float* x, size_t ldx, size_t batch,
+                            float* y, size_t ldy, size_t row_begin, size_t row_end) {
   if (batch == 1) return gemv_f8e4m3_f32_avx512(w, x, y, row_begin, row_end);  // same arithmetic
   const size_t ahead = prefetch_distance(kRows * w.cols);
   gemm_driver<TileMode::f8>(
-      w.cols, x, ldx, batch, y, ldy, row_begin, row_end, [&](size_t r, size_t k0, size_t len, float* wt, float (*st)[16]) {
+      w.cols, x, ldx, batch, y, ldy, row_begin, row_end,
+      [&](size_t r, size_t k0, size_t len, float* wt, float(*st)[16]) {
         const uint8_t* src = w.data + r * w.cols + k0;
         prefetch_range_ahead(src, len, ahead);
         for (size_t j = 0, seg = 0; j < len; j += kSeg, ++seg) {  // k0 is a multiple of the block
@@ -651,14 +685,18 @@ void gemm_f8e4m3_f32_avx512(const WeightsF8e4m3& w, const float* x, size_t ldx, 
           const size_t end = std::min(j + kSeg, len);
           size_t q = j;
           for (; q + 16 <= end; q += 16)
-            _mm512_store_ps(wt + q, f8x16_to_f32_scaled(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + q))));
-          if (q < end) _mm512_store_ps(wt + q, f8x16_to_f32_scaled(_mm_maskz_loadu_epi8(tail_mask16(end - q), src + q)));
+            _mm512_store_ps(
+                wt + q,
+                f8x16_to_f32_scaled(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + q))));
+          if (q < end)
+            _mm512_store_ps(
+                wt + q, f8x16_to_f32_scaled(_mm_maskz_loadu_epi8(tail_mask16(end - q), src + q)));
         }
       });
 }
 
-void gemm_f4e2m1_f32_avx512(const WeightsF4e2m1& w, const float* x, size_t ldx, size_t batch, float* y,
-                            size_t ldy, size_t row_begin, size_t row_end) {
+void gemm_f4e2m1_f32_avx512(const WeightsF4e2m1& w, const float* x, size_t ldx, size_t batch,
+                            float* y, size_t ldy, size_t row_begin, size_t row_end) {
   if (batch == 1) return gemv_f4e2m1_f32_avx512(w, x, y, row_begin, row_end);  // same arithmetic
   const size_t n = w.cols, row_bytes = f4_row_bytes(n), n_blocks = f4_scales_per_row(n);
   const size_t chunks = (n + 127) / 128, ld8 = chunks * 128;
@@ -674,18 +712,21 @@ void gemm_f4e2m1_f32_avx512(const WeightsF4e2m1& w, const float* x, size_t ldx, 
   const __m512 lut = f4_lut();
   const __m512i spread = scale_spread_control();
   gemm_driver<TileMode::f4>(
-      n, x8_all.data(), ld8, batch, y, ldy, row_begin, row_end, [&](size_t r, size_t k0, size_t len, float* wt, float (*st)[16]) {
+      n, x8_all.data(), ld8, batch, y, ldy, row_begin, row_end,
+      [&](size_t r, size_t k0, size_t len, float* wt, float(*st)[16]) {
         const uint8_t* row = w.data + r * row_bytes;
         const uint8_t* srow = w.scales + r * n_blocks;
         prefetch_range_ahead(row + k0 / 2, len / 2, ahead);
         for (size_t j = 0, seg = 0; j < len; j += kSeg, ++seg) {
           const size_t c = (k0 + j) / 128;  // 128-column chunk of the row, as in f4_rows
           const size_t bytes = std::min<size_t>(64, row_bytes - 64 * c);
-          const __m512i v = bytes == 64 ? _mm512_loadu_si512(row + 64 * c)
-                                        : _mm512_maskz_loadu_epi8((__mmask64{1} << bytes) - 1, row + 64 * c);
+          const __m512i v =
+              bytes == 64 ? _mm512_loadu_si512(row + 64 * c)
+                          : _mm512_maskz_loadu_epi8((__mmask64{1} << bytes) - 1, row + 64 * c);
           for (int k = 0; k < 8; ++k)
-            _mm512_store_ps(wt + j + 16 * static_cast<size_t>(k),
-                            _mm512_permutexvar_ps(_mm512_srl_epi32(v, _mm_cvtsi32_si128(4 * k)), lut));
+            _mm512_store_ps(
+                wt + j + 16 * static_cast<size_t>(k),
+                _mm512_permutexvar_ps(_mm512_srl_epi32(v, _mm_cvtsi32_si128(4 * k)), lut));
           _mm512_store_ps(st[seg], scale_vector4<true>(chunk_scales(srow, c, n_blocks), spread));
         }
       });

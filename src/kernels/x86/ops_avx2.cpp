@@ -21,11 +21,16 @@ alignas(64) const int32_t kMaskTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0
 inline __m256i tail_mask(size_t r) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskTable + 8 - r));
 }
-inline __m256 load_tail(const float* p, size_t r) { return _mm256_maskload_ps(p, tail_mask(r)); }
-inline void store_tail(float* p, size_t r, __m256 v) { _mm256_maskstore_ps(p, tail_mask(r), v); }
+inline __m256 load_tail(const float* p, size_t r) {
+  return _mm256_maskload_ps(p, tail_mask(r));
+}
+inline void store_tail(float* p, size_t r, __m256 v) {
+  _mm256_maskstore_ps(p, tail_mask(r), v);
+}
 // Masked-off lanes read as `fill`.
 inline __m256 load_tail_fill(const float* p, size_t r, __m256 fill) {
-  return _mm256_blendv_ps(fill, _mm256_maskload_ps(p, tail_mask(r)), _mm256_castsi256_ps(tail_mask(r)));
+  return _mm256_blendv_ps(fill, _mm256_maskload_ps(p, tail_mask(r)),
+                          _mm256_castsi256_ps(tail_mask(r)));
 }
 
 inline float hsum(__m256 v) {
@@ -60,7 +65,8 @@ inline __m256 exp_ps(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
   y = _mm256_andnot_ps(under, y);
   return _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), over);
@@ -94,13 +100,15 @@ void softmax_body(const float* x, float* y, size_t n, float m, double extra) {
     acc = _mm256_add_ps(acc, e);
   }
   if (i < n) {
-    const __m256 e = exp_ps(_mm256_sub_ps(load_tail_fill(x + i, n - i, _mm256_set1_ps(-INFINITY)), vm));
+    const __m256 e =
+        exp_ps(_mm256_sub_ps(load_tail_fill(x + i, n - i, _mm256_set1_ps(-INFINITY)), vm));
     store_tail(y + i, n - i, e);
     acc = _mm256_add_ps(acc, e);
   }
   const float inv = 1.0f / static_cast<float>(static_cast<double>(hsum(acc)) + extra);
   const __m256 vinv = _mm256_set1_ps(inv);
-  for (i = 0; i + kW <= n; i += kW) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), vinv));
+  for (i = 0; i + kW <= n; i += kW)
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), vinv));
   if (i < n) store_tail(y + i, n - i, _mm256_mul_ps(load_tail(y + i, n - i), vinv));
 }
 
@@ -135,7 +143,8 @@ void indexer_block(const float* qt, const float* wc, size_t dim, const float* k,
     for (int b = 0; b < NB; ++b) a[b] = _mm256_setzero_ps();
     for (size_t d = 0; d < dim; ++d) {
       const __m256 kb = _mm256_broadcast_ss(kt + d);
-      for (int b = 0; b < NB; ++b) a[b] = _mm256_fmadd_ps(_mm256_load_ps(qt + d * kHp + b * kW), kb, a[b]);
+      for (int b = 0; b < NB; ++b)
+        a[b] = _mm256_fmadd_ps(_mm256_load_ps(qt + d * kHp + b * kW), kb, a[b]);
     }
     __m256 s = _mm256_setzero_ps();
     for (int b = 0; b < NB; ++b)
@@ -171,7 +180,8 @@ float rms_inv_f32_avx2(const float* x, size_t n, float eps) {
     a1 = _mm256_fmadd_ps(v, v, a1);
   }
   const float ss = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-  return static_cast<float>(1.0 / std::sqrt(static_cast<double>(ss) / static_cast<double>(n) + eps));
+  return static_cast<float>(1.0 /
+                            std::sqrt(static_cast<double>(ss) / static_cast<double>(n) + eps));
 }
 
 void rmsnorm_f32_avx2(const float* x, const float* w, float* y, size_t n, float eps) {
@@ -196,8 +206,10 @@ void rope_interleaved_f32_avx2(float* x, size_t n_heads, size_t head_stride, con
                                const float* sin, size_t rope_dim, RopeDir dir) {
   DSV4_CHECK(rope_dim % 2 == 0);
   const __m256 sign = dir == RopeDir::forward
-                          ? _mm256_castsi256_ps(_mm256_set_epi32(0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN))
-                          : _mm256_castsi256_ps(_mm256_set_epi32(INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0));
+                          ? _mm256_castsi256_ps(_mm256_set_epi32(0, INT32_MIN, 0, INT32_MIN, 0,
+                                                                 INT32_MIN, 0, INT32_MIN))
+                          : _mm256_castsi256_ps(_mm256_set_epi32(INT32_MIN, 0, INT32_MIN, 0,
+                                                                 INT32_MIN, 0, INT32_MIN, 0));
   // Heads outer, channels inner (see the AVX-512 variant: 4 KiB aliasing otherwise).
   const size_t full = rope_dim / kW * kW;
   for (size_t h = 0; h < n_heads; ++h) {
@@ -205,7 +217,8 @@ void rope_interleaved_f32_avx2(float* x, size_t n_heads, size_t head_stride, con
     for (size_t c = 0; c < full; c += kW) {
       const __m128 c4 = _mm_loadu_ps(cos + c / 2), s4 = _mm_loadu_ps(sin + c / 2);
       const __m256 cos2 = _mm256_set_m128(_mm_unpackhi_ps(c4, c4), _mm_unpacklo_ps(c4, c4));
-      const __m256 sin2 = _mm256_xor_ps(_mm256_set_m128(_mm_unpackhi_ps(s4, s4), _mm_unpacklo_ps(s4, s4)), sign);
+      const __m256 sin2 =
+          _mm256_xor_ps(_mm256_set_m128(_mm_unpackhi_ps(s4, s4), _mm_unpacklo_ps(s4, s4)), sign);
       const __m256 v = _mm256_loadu_ps(p + c);
       const __m256 sw = _mm256_permute_ps(v, 0xB1);
       _mm256_storeu_ps(p + c, _mm256_fmadd_ps(v, cos2, _mm256_mul_ps(sw, sin2)));
@@ -260,7 +273,8 @@ void swiglu_f32_avx2(const float* gate, const float* up, float* out, size_t n, f
     return _mm256_mul_ps(_mm256_mul_ps(silu_ps(g), u), vs);
   };
   size_t i = 0;
-  for (; i + kW <= n; i += kW) _mm256_storeu_ps(out + i, one(_mm256_loadu_ps(gate + i), _mm256_loadu_ps(up + i)));
+  for (; i + kW <= n; i += kW)
+    _mm256_storeu_ps(out + i, one(_mm256_loadu_ps(gate + i), _mm256_loadu_ps(up + i)));
   if (i < n) store_tail(out + i, n - i, one(load_tail(gate + i, n - i), load_tail(up + i, n - i)));
 }
 
@@ -340,7 +354,8 @@ void hadamard_f32_avx2(float* x, size_t n, float scale) {
     }
   }
   const __m256 vs = _mm256_set1_ps(scale);
-  for (size_t i = 0; i < n; i += kW) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vs));
+  for (size_t i = 0; i < n; i += kW)
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vs));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,14 +387,16 @@ void hc_expand_f32_avx2(const float* block_out, const float* residual, const flo
     for (; d + kW <= dim; d += kW) {
       __m256 acc = _mm256_mul_ps(pk, _mm256_loadu_ps(block_out + d));
       for (size_t j = 0; j < hc; ++j)
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(comb[j * hc + k]), _mm256_loadu_ps(residual + j * dim + d), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(comb[j * hc + k]),
+                              _mm256_loadu_ps(residual + j * dim + d), acc);
       _mm256_storeu_ps(y + k * dim + d, acc);
     }
     if (d < dim) {
       const size_t r = dim - d;
       __m256 acc = _mm256_mul_ps(pk, load_tail(block_out + d, r));
       for (size_t j = 0; j < hc; ++j)
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(comb[j * hc + k]), load_tail(residual + j * dim + d, r), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(comb[j * hc + k]),
+                              load_tail(residual + j * dim + d, r), acc);
       store_tail(y + k * dim + d, r, acc);
     }
   }
@@ -395,7 +412,8 @@ void compress_pool_f32_avx2(const float* const* kv_rows, const float* const* sco
   for (size_t d = 0; d < dim; d += kW) {
     const size_t r = dim - d < kW ? dim - d : kW;
     __m256 m = neg_inf;
-    for (size_t s = 0; s < n_slots; ++s) m = _mm256_max_ps(m, load_tail_fill(score_rows[s] + d, r, neg_inf));
+    for (size_t s = 0; s < n_slots; ++s)
+      m = _mm256_max_ps(m, load_tail_fill(score_rows[s] + d, r, neg_inf));
     const __m256 dead = _mm256_cmp_ps(m, neg_inf, _CMP_EQ_OQ);
     m = _mm256_andnot_ps(dead, m);  // all -inf channel: m = 0, every weight 0
     __m256 sum = _mm256_setzero_ps(), acc = _mm256_setzero_ps();
@@ -415,7 +433,8 @@ void compress_pool_f32_avx2(const float* const* kv_rows, const float* const* sco
 void indexer_scores_f32_avx2(const float* q, const float* w, size_t n_heads, size_t dim,
                              const float* k, size_t n_keys, float* out) {
   constexpr size_t kQtFloats = 8192;  // 32 KiB of transposed queries on the stack
-  if (dim == 0 || dim > kQtFloats / kW) return indexer_scores_f32_ref(q, w, n_heads, dim, k, n_keys, out);
+  if (dim == 0 || dim > kQtFloats / kW)
+    return indexer_scores_f32_ref(q, w, n_heads, dim, k, n_keys, out);
   size_t chunk = (kQtFloats / dim) / kW * kW;
   if (chunk > 8 * kW) chunk = 8 * kW;
   alignas(64) float qt[kQtFloats];
@@ -428,14 +447,30 @@ void indexer_scores_f32_avx2(const float* q, const float* w, size_t n_heads, siz
       for (size_t j = 0; j < hp; ++j) qt[d * hp + j] = j < hn ? q[(h0 + j) * dim + d] : 0.0f;
     for (size_t j = 0; j < hp; ++j) wc[j] = j < hn ? w[h0 + j] : 0.0f;
     switch (nb) {
-      case 1: indexer_block<1>(qt, wc, dim, k, n_keys, out); break;
-      case 2: indexer_block<2>(qt, wc, dim, k, n_keys, out); break;
-      case 3: indexer_block<3>(qt, wc, dim, k, n_keys, out); break;
-      case 4: indexer_block<4>(qt, wc, dim, k, n_keys, out); break;
-      case 5: indexer_block<5>(qt, wc, dim, k, n_keys, out); break;
-      case 6: indexer_block<6>(qt, wc, dim, k, n_keys, out); break;
-      case 7: indexer_block<7>(qt, wc, dim, k, n_keys, out); break;
-      default: indexer_block<8>(qt, wc, dim, k, n_keys, out); break;
+      case 1:
+        indexer_block<1>(qt, wc, dim, k, n_keys, out);
+        break;
+      case 2:
+        indexer_block<2>(qt, wc, dim, k, n_keys, out);
+        break;
+      case 3:
+        indexer_block<3>(qt, wc, dim, k, n_keys, out);
+        break;
+      case 4:
+        indexer_block<4>(qt, wc, dim, k, n_keys, out);
+        break;
+      case 5:
+        indexer_block<5>(qt, wc, dim, k, n_keys, out);
+        break;
+      case 6:
+        indexer_block<6>(qt, wc, dim, k, n_keys, out);
+        break;
+      case 7:
+        indexer_block<7>(qt, wc, dim, k, n_keys, out);
+        break;
+      default:
+        indexer_block<8>(qt, wc, dim, k, n_keys, out);
+        break;
     }
   }
 }

@@ -28,7 +28,9 @@ namespace {
 
 constexpr size_t kW = 16;
 
-inline __mmask16 tail_mask(size_t r) { return static_cast<__mmask16>((1u << r) - 1u); }
+inline __mmask16 tail_mask(size_t r) {
+  return static_cast<__mmask16>((1u << r) - 1u);
+}
 
 // exp(x) for f32 lanes: Cephes-style range reduction x = n ln2 + r, |r| <= ln2/2, degree-6
 // polynomial, then scalef by 2^n (which also produces +inf on overflow). Max error ~2 ulp on
@@ -60,7 +62,8 @@ inline float row_max(const float* x, size_t n, float init) {
   __m512 m = _mm512_set1_ps(init);
   size_t i = 0;
   for (; i + kW <= n; i += kW) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
-  if (i < n) m = _mm512_mask_max_ps(m, tail_mask(n - i), m, _mm512_maskz_loadu_ps(tail_mask(n - i), x + i));
+  if (i < n)
+    m = _mm512_mask_max_ps(m, tail_mask(n - i), m, _mm512_maskz_loadu_ps(tail_mask(n - i), x + i));
   return _mm512_reduce_max_ps(m);
 }
 
@@ -88,7 +91,8 @@ void softmax_body(const float* x, float* y, size_t n, float m, double extra) {
   const float inv =
       1.0f / static_cast<float>(static_cast<double>(_mm512_reduce_add_ps(acc)) + extra);
   const __m512 vinv = _mm512_set1_ps(inv);
-  for (i = 0; i + kW <= n; i += kW) _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_loadu_ps(y + i), vinv));
+  for (i = 0; i + kW <= n; i += kW)
+    _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_loadu_ps(y + i), vinv));
   if (i < n) {
     const __mmask16 k = tail_mask(n - i);
     _mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, y + i), vinv));
@@ -99,7 +103,8 @@ void softmax_body(const float* x, float* y, size_t n, float m, double extra) {
 // negative values get their magnitude bits flipped.
 inline __m512i key_ps(__m512 v) {
   __m512i b = _mm512_castps_si512(v);
-  b = _mm512_mask_mov_epi32(b, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc00000));
+  b = _mm512_mask_mov_epi32(b, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q),
+                            _mm512_set1_epi32(0x7fc00000));
   b = _mm512_mask_mov_epi32(b, _mm512_cmpeq_epi32_mask(b, _mm512_set1_epi32(INT32_MIN)),
                             _mm512_setzero_si512());
   const __m512i flip = _mm512_and_si512(_mm512_srai_epi32(b, 31), _mm512_set1_epi32(0x7fffffff));
@@ -134,7 +139,8 @@ size_t indexer_keys(const float* qt, const float* wc, size_t dim, const float* k
     for (int j = 0; j < NK; ++j) {
       __m512 s = _mm512_setzero_ps();
       for (int b = 0; b < NB; ++b)
-        s = _mm512_fmadd_ps(_mm512_max_ps(a[j][b], _mm512_setzero_ps()), _mm512_load_ps(wc + b * kW), s);
+        s = _mm512_fmadd_ps(_mm512_max_ps(a[j][b], _mm512_setzero_ps()),
+                            _mm512_load_ps(wc + b * kW), s);
       out[t + j] += _mm512_reduce_add_ps(s);
     }
   }
@@ -175,8 +181,10 @@ float rms_inv_f32_avx512(const float* x, size_t n, float eps) {
     const __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i), x + i);
     a1 = _mm512_fmadd_ps(v, v, a1);
   }
-  const float ss = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-  return static_cast<float>(1.0 / std::sqrt(static_cast<double>(ss) / static_cast<double>(n) + eps));
+  const float ss =
+      _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  return static_cast<float>(1.0 /
+                            std::sqrt(static_cast<double>(ss) / static_cast<double>(n) + eps));
 }
 
 void rmsnorm_f32_avx512(const float* x, const float* w, float* y, size_t n, float eps) {
@@ -203,21 +211,24 @@ void rope_interleaved_f32_avx512(float* x, size_t n_heads, size_t head_stride, c
   DSV4_CHECK(rope_dim % 2 == 0);
   const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
   // Forward negates sin on even lanes, inverse on odd lanes.
-  const __m512i sign = dir == RopeDir::forward
-                           ? _mm512_set_epi32(0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0,
-                                              INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN)
-                           : _mm512_set_epi32(INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0,
-                                              INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0);
+  const __m512i sign =
+      dir == RopeDir::forward
+          ? _mm512_set_epi32(0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN,
+                             0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN)
+          : _mm512_set_epi32(INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0,
+                             INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0);
   // Heads outer, channels inner: with heads 512 floats apart, a channel-outer order makes every
   // load 4 KiB-alias the previous head's store and runs slower than the scalar loop.
   const size_t full = rope_dim / kW * kW;
   for (size_t h = 0; h < n_heads; ++h) {
     float* p = x + h * head_stride;
     for (size_t c = 0; c < full; c += kW) {
-      const __m512 cos2 = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(cos + c / 2)));
-      const __m512 sin2 = _mm512_castsi512_ps(_mm512_xor_si512(
-          _mm512_castps_si512(_mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(sin + c / 2)))),
-          sign));
+      const __m512 cos2 =
+          _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(cos + c / 2)));
+      const __m512 sin2 = _mm512_castsi512_ps(
+          _mm512_xor_si512(_mm512_castps_si512(_mm512_permutexvar_ps(
+                               dup, _mm512_castps256_ps512(_mm256_loadu_ps(sin + c / 2)))),
+                           sign));
       const __m512 v = _mm512_loadu_ps(p + c);
       const __m512 sw = _mm512_permute_ps(v, 0xB1);
       _mm512_storeu_ps(p + c, _mm512_fmadd_ps(v, cos2, _mm512_mul_ps(sw, sin2)));
@@ -275,10 +286,12 @@ void swiglu_f32_avx512(const float* gate, const float* up, float* out, size_t n,
     return _mm512_mul_ps(_mm512_mul_ps(silu_ps(g), u), vs);
   };
   size_t i = 0;
-  for (; i + kW <= n; i += kW) _mm512_storeu_ps(out + i, one(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
+  for (; i + kW <= n; i += kW)
+    _mm512_storeu_ps(out + i, one(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
   if (i < n) {
     const __mmask16 k = tail_mask(n - i);
-    _mm512_mask_storeu_ps(out + i, k, one(_mm512_maskz_loadu_ps(k, gate + i), _mm512_maskz_loadu_ps(k, up + i)));
+    _mm512_mask_storeu_ps(
+        out + i, k, one(_mm512_maskz_loadu_ps(k, gate + i), _mm512_maskz_loadu_ps(k, up + i)));
   }
 }
 
@@ -354,7 +367,8 @@ void hadamard_f32_avx512(float* x, size_t n, float scale) {
     }
   }
   const __m512 vs = _mm512_set1_ps(scale);
-  for (size_t i = 0; i < n; i += kW) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), vs));
+  for (size_t i = 0; i < n; i += kW)
+    _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), vs));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -396,13 +410,15 @@ void compress_pool_f32_avx512(const float* const* kv_rows, const float* const* s
   for (size_t d = 0; d < dim; d += kW) {
     const __mmask16 k = dim - d >= kW ? static_cast<__mmask16>(0xffff) : tail_mask(dim - d);
     __m512 m = neg_inf;
-    for (size_t s = 0; s < n_slots; ++s) m = _mm512_max_ps(m, _mm512_mask_loadu_ps(neg_inf, k, score_rows[s] + d));
+    for (size_t s = 0; s < n_slots; ++s)
+      m = _mm512_max_ps(m, _mm512_mask_loadu_ps(neg_inf, k, score_rows[s] + d));
     // All -inf channels: compute with m = 0 (every weight 0) and write 0 below.
     const __mmask16 dead = _mm512_cmp_ps_mask(m, neg_inf, _CMP_EQ_OQ);
     m = _mm512_mask_mov_ps(m, dead, _mm512_setzero_ps());
     __m512 sum = _mm512_setzero_ps(), acc = _mm512_setzero_ps();
     for (size_t s = 0; s < n_slots; ++s) {
-      const __m512 e = exp_ps(_mm512_sub_ps(_mm512_mask_loadu_ps(neg_inf, k, score_rows[s] + d), m));
+      const __m512 e =
+          exp_ps(_mm512_sub_ps(_mm512_mask_loadu_ps(neg_inf, k, score_rows[s] + d), m));
       sum = _mm512_add_ps(sum, e);
       acc = _mm512_fmadd_ps(e, _mm512_maskz_loadu_ps(k, kv_rows[s] + d), acc);
     }
@@ -418,7 +434,8 @@ void compress_pool_f32_avx512(const float* const* kv_rows, const float* const* s
 void indexer_scores_f32_avx512(const float* q, const float* w, size_t n_heads, size_t dim,
                                const float* k, size_t n_keys, float* out) {
   constexpr size_t kQtFloats = 8192;  // 32 KiB of transposed queries on the stack
-  if (dim == 0 || dim > kQtFloats / kW) return indexer_scores_f32_ref(q, w, n_heads, dim, k, n_keys, out);
+  if (dim == 0 || dim > kQtFloats / kW)
+    return indexer_scores_f32_ref(q, w, n_heads, dim, k, n_keys, out);
   size_t chunk = (kQtFloats / dim) / kW * kW;
   if (chunk > 4 * kW) chunk = 4 * kW;
   alignas(64) float qt[kQtFloats];
@@ -431,10 +448,18 @@ void indexer_scores_f32_avx512(const float* q, const float* w, size_t n_heads, s
       for (size_t j = 0; j < hp; ++j) qt[d * hp + j] = j < hn ? q[(h0 + j) * dim + d] : 0.0f;
     for (size_t j = 0; j < hp; ++j) wc[j] = j < hn ? w[h0 + j] : 0.0f;
     switch (nb) {
-      case 1: indexer_block<1>(qt, wc, dim, k, n_keys, out); break;
-      case 2: indexer_block<2>(qt, wc, dim, k, n_keys, out); break;
-      case 3: indexer_block<3>(qt, wc, dim, k, n_keys, out); break;
-      default: indexer_block<4>(qt, wc, dim, k, n_keys, out); break;
+      case 1:
+        indexer_block<1>(qt, wc, dim, k, n_keys, out);
+        break;
+      case 2:
+        indexer_block<2>(qt, wc, dim, k, n_keys, out);
+        break;
+      case 3:
+        indexer_block<3>(qt, wc, dim, k, n_keys, out);
+        break;
+      default:
+        indexer_block<4>(qt, wc, dim, k, n_keys, out);
+        break;
     }
   }
 }

@@ -28,7 +28,9 @@ inline void f8x16_to_f32_scaled(__m128i codes, __m256* lo, __m256* hi) {
 }
 
 // f4_e2m1 magnitudes indexed by the low 3 bits (VPERMPS on 8 lanes); the sign is bit 3.
-inline __m256 f4_mag_lut() { return _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f); }
+inline __m256 f4_mag_lut() {
+  return _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
+}
 
 // 8 packed bytes zero-extended to 32-bit lanes -> the f32 values of their low nibbles (*lo,
 // elements 0,2,..,14) and high nibbles (*hi, elements 1,3,..,15).
@@ -43,7 +45,8 @@ inline void f4x16_to_f32_split(__m256i bytes32, __m256 lut, __m256* lo, __m256* 
 }
 
 inline float ue8m0_to_f32(uint8_t e) {
-  const uint32_t bits = e == 0 ? 0x00400000u : (e == 0xFF ? 0x7FC00000u : static_cast<uint32_t>(e) << 23);
+  const uint32_t bits =
+      e == 0 ? 0x00400000u : (e == 0xFF ? 0x7FC00000u : static_cast<uint32_t>(e) << 23);
   float f;
   __builtin_memcpy(&f, &bits, 4);
   return f;

@@ -46,13 +46,16 @@ inline __m512 f4_lut() {
 
 // ue8m0 -> f32 (2^(e-127); 0 -> 2^-127; 0xFF -> NaN), scalar, branch-free enough for block loops.
 inline float ue8m0_to_f32(uint8_t e) {
-  const uint32_t bits = e == 0 ? 0x00400000u : (e == 0xFF ? 0x7FC00000u : static_cast<uint32_t>(e) << 23);
+  const uint32_t bits =
+      e == 0 ? 0x00400000u : (e == 0xFF ? 0x7FC00000u : static_cast<uint32_t>(e) << 23);
   float f;
   __builtin_memcpy(&f, &bits, 4);
   return f;
 }
 
 // Mask with the low n bits set (n <= 16).
-inline __mmask16 tail_mask16(size_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+inline __mmask16 tail_mask16(size_t n) {
+  return static_cast<__mmask16>((1u << n) - 1u);
+}
 
 }  // namespace dsv4::kernels::x86_avx512
