@@ -67,6 +67,33 @@ PoolBlock::~PoolBlock() {
 
 // ------------------------------------------------------------------------------ SequenceCache
 
+SequenceCache::~SequenceCache() { release(); }
+
+SequenceCache& SequenceCache::operator=(SequenceCache&& o) noexcept {
+  if (this != &o) {
+    release();  // while pool_ still points at the pool these bytes were charged to
+    pool_ = std::move(o.pool_);
+    layout_ = std::move(o.layout_);
+    options_ = o.options_;
+    head_dim_ = o.head_dim_;
+    index_dim_ = o.index_dim_;
+    layers_ = std::move(o.layers_);
+    checkpoints_ = std::move(o.checkpoints_);
+    o.layers_.clear();
+    o.checkpoints_.clear();
+  }
+  return *this;
+}
+
+void SequenceCache::release() {
+  layers_.clear();  // each PoolBlock uncharges itself
+  if (pool_) {
+    for (const auto& [pos, cp] : checkpoints_)
+      if (cp.bytes > 0) pool_->uncharge(cp.bytes);
+  }
+  checkpoints_.clear();
+}
+
 namespace {
 
 // kv_state + score_state of one compressor: 2 x [coff * ratio, coff * dim] f32.

@@ -140,7 +140,10 @@ class SequenceCache {
   static Result<SequenceCache> create(const formats::ModelConfig& config, Scheme scheme,
                                       std::shared_ptr<BlockPool> pool, CacheOptions options = {});
   SequenceCache(SequenceCache&&) noexcept = default;
-  SequenceCache& operator=(SequenceCache&&) noexcept = default;
+  // Returns this cache's blocks and checkpoint bytes to its own pool before taking `o`'s (the
+  // defaulted version replaced pool_ first, so the old blocks were returned to a freed pool).
+  SequenceCache& operator=(SequenceCache&& o) noexcept;
+  ~SequenceCache();
 
   Scheme scheme() const { return layout_.scheme; }
   const KvLayout& layout() const { return layout_; }
@@ -218,6 +221,8 @@ class SequenceCache {
     uint64_t bytes = 0;                      // charged to the pool
   };
 
+  // Returns every block and checkpoint byte to the pool; the cache is then empty.
+  void release();
   Status grow(Stream& s, int64_t records, const std::string& what);
   void write_row(const Layer& L, uint64_t record_bytes, int64_t dim, const float* x, uint8_t* rec,
                  bool indexer) const;

@@ -185,7 +185,8 @@ TEST_F(Synth, SameSeedSameBytesOtherSeedOtherBytesThreadsDoNotMatter) {
 }
 
 double dequant(const formats::TensorView& w, const formats::TensorView* s, size_t i) {
-  const size_t cols_stored = static_cast<size_t>(w.shape[1]);
+  // 1-D tensors (norms, biases) have no column dimension; r and c only matter for matrices.
+  const size_t cols_stored = w.shape.size() >= 2 ? static_cast<size_t>(w.shape[1]) : 1;
   const size_t r = i / (w.dtype == DType::i8 ? 2 * cols_stored : cols_stored);
   const size_t c = i % (w.dtype == DType::i8 ? 2 * cols_stored : cols_stored);
   switch (w.dtype) {
