@@ -67,7 +67,9 @@ PoolBlock::~PoolBlock() {
 
 // ------------------------------------------------------------------------------ SequenceCache
 
-SequenceCache::~SequenceCache() { release(); }
+SequenceCache::~SequenceCache() {
+  release();
+}
 
 SequenceCache& SequenceCache::operator=(SequenceCache&& o) noexcept {
   if (this != &o) {
