@@ -13,6 +13,7 @@
 #include "base/timer.h"
 #include "formats/model_config.h"
 #include "formats/safetensors.h"
+#include "kv/cache.h"
 #include "model/model.h"
 
 namespace dsv4::engine {
@@ -43,6 +44,9 @@ struct Engine::Impl {
   std::unique_ptr<model::Model> model;
   std::optional<tokenizer::Tokenizer> tok;
   std::unique_ptr<ThreadPool> pool;  // mutable through the pointer: forward() needs a pool
+  std::shared_ptr<kv::BlockPool> kv_pool;  // the KV byte budget all sessions share
+  kv::Scheme kv_scheme = kv::Scheme::f32;
+  kv::CacheOptions kv_options;
   std::vector<int32_t> eos;
   // Ids in [0, tokenizer vocab) that name no token: masked to -inf before sampling.
   std::vector<int32_t> holes;
@@ -91,6 +95,10 @@ Result<std::unique_ptr<Engine>> Engine::load(const std::string& model_dir,
                                              const LoadProgressFn& progress) {
   if (options.prefill_chunk < 1) {
     return invalid_argument(fmt::format("prefill chunk {} must be >= 1", options.prefill_chunk));
+  }
+  if (options.checkpoint_interval < 0) {
+    return invalid_argument(
+        fmt::format("checkpoint interval {} must be >= 0", options.checkpoint_interval));
   }
   std::error_code ec;
   if (!fs::exists(model_dir, ec)) return not_found(fmt::format("{}: no such directory", model_dir));
@@ -146,6 +154,14 @@ Result<std::unique_ptr<Engine>> Engine::load(const std::string& model_dir,
   if (options.prefault) prefault_weights(impl->model->checkpoint(), progress, timer);
 
   impl->pool = std::make_unique<ThreadPool>(options.threads);
+  impl->kv_pool = std::make_shared<kv::BlockPool>(
+      options.kv_budget_bytes == 0 ? kv::BlockPool::kUnlimited : options.kv_budget_bytes);
+  impl->kv_scheme = options.kv_storage == EngineOptions::KvStorage::official ? kv::Scheme::official
+                                                                             : kv::Scheme::f32;
+  impl->kv_options.checkpoint_interval = options.checkpoint_interval;
+  // The storage must exist for this config (official records need dims in multiples of 64/32).
+  DSV4_RETURN_IF_ERROR(
+      impl->model->new_sequence(impl->kv_scheme, impl->kv_pool, impl->kv_options).status());
   ModelSummary& s = impl->summary;
   s.dir = model_dir;
   s.layers = c.num_hidden_layers;
@@ -187,10 +203,35 @@ struct Session::Impl {
   std::vector<float> logits;
   std::vector<float> row;  // [tokenizer vocab] scratch: the logits the sampler sees
 
-  void reset() {
-    state = e->model->new_sequence();
+  // Empties the timeline. The empty state needs only the compressor-state buffers; if even those
+  // do not fit the KV budget, the state stays empty-without-layers and the next forward() reports
+  // the error.
+  Status reset() {
     tokens.clear();
     n_eval = 0;
+    state = model::SequenceState{};  // return the old blocks to the pool first
+    return ensure_state();
+  }
+  // Creates the (empty) model state if an earlier reset could not (KV budget full).
+  Status ensure_state() {
+    if (state.kv.n_layers() > 0) return ok_status();
+    DSV4_CHECK(n_eval == 0);
+    DSV4_ASSIGN_OR_RETURN(state,
+                          e->model->new_sequence(e->kv_scheme, e->kv_pool, e->kv_options));
+    return ok_status();
+  }
+
+  // Drops evaluated tokens past `keep` (< n_eval): the state goes back to its last rewind
+  // checkpoint s <= keep and the timeline to tokens[0, s) + the rest pending. Returns s.
+  Result<int64_t> rewind_to(int64_t keep) {
+    const int64_t s = state.kv.checkpoint_at_or_before(keep);
+    Status st = e->model->rewind(state, s, *e->pool);  // at a checkpoint: no replay
+    if (!st.ok()) {
+      (void)reset();
+      return st;
+    }
+    n_eval = s;
+    return s;
   }
 
   Status check_ids(std::span<const int32_t> ids) const {
@@ -220,6 +261,10 @@ struct Session::Impl {
   Status evaluate_pending(const PrefillProgressFn& progress) {
     const int64_t total = static_cast<int64_t>(tokens.size()) - n_eval;
     if (total <= 0) return ok_status();
+    if (Status st = ensure_state(); !st.ok()) {
+      tokens.resize(static_cast<size_t>(n_eval));
+      return st;
+    }
     const int64_t chunk = e->options.prefill_chunk;
     Timer timer;
     int64_t done = 0;
@@ -230,7 +275,7 @@ struct Session::Impl {
       Status s = e->model->forward(part, state, *e->pool, last ? logits.data() : nullptr,
                                    /*all_logits=*/false);
       if (!s.ok()) {
-        reset();
+        (void)reset();
         return s;
       }
       n_eval += n;
@@ -250,7 +295,7 @@ std::unique_ptr<Session> Engine::new_session() const {
   impl->e = impl_.get();
   impl->logits.assign(static_cast<size_t>(impl_->summary.vocab_size), 0.0f);
   impl->row.assign(static_cast<size_t>(impl_->summary.tokenizer_vocab), 0.0f);
-  impl->reset();
+  (void)impl->reset();  // checked at load; a full budget shows at the first forward()
   return std::unique_ptr<Session>(new Session(std::move(impl)));
 }
 
@@ -272,20 +317,23 @@ Result<PromptReuse> Session::set_prompt(std::span<const int32_t> tokens,
   const auto diverge =
       std::mismatch(s.tokens.begin(), s.tokens.end(), tokens.begin(), tokens.end());
   const auto lcp = static_cast<int64_t>(diverge.first - s.tokens.begin());
-  if (lcp < static_cast<int64_t>(s.tokens.size())) {
-    if (lcp >= s.n_eval) {
-      // Only unevaluated tokens differ (e.g. the last sampled id): drop them, the state is intact.
-      s.tokens.resize(static_cast<size_t>(lcp));
-    } else {
-      // The state holds tokens the new prompt does not. This session does not rewind yet, so the
-      // only exact state for the prompt is a fresh one. (With Model::rewind: rewind to `lcp`,
-      // re-running the last kept token if its logits are needed.)
-      s.reset();
-      r.fresh_state = true;
-    }
+  r.common_prefix = std::min(lcp, s.n_eval);
+  // The state may keep at most lcp tokens, and at most size - 1 when the prompt ends inside
+  // (or exactly at the end of) the evaluated part without being all of it: the last prompt
+  // token must then run again for its logits.
+  int64_t keep = std::min(lcp, s.n_eval);
+  const auto n = static_cast<int64_t>(tokens.size());
+  if (keep == n && n < s.n_eval) keep = n - 1;
+  if (keep < s.n_eval) {
+    const int64_t before = s.n_eval;
+    DSV4_ASSIGN_OR_RETURN(const int64_t kept_state, s.rewind_to(keep));
+    r.rewound = before - kept_state;
+    r.fresh_state = kept_state == 0;
   }
+  // tokens[0, n_eval) are in the state; tokens[n_eval, lcp) agree with the prompt and are pending.
+  s.tokens.resize(static_cast<size_t>(lcp));
   const size_t kept = s.tokens.size();  // a prefix of `tokens`
-  r.reused = std::min<int64_t>(s.n_eval, static_cast<int64_t>(kept));
+  r.reused = s.n_eval;
   s.tokens.insert(s.tokens.end(), tokens.begin() + static_cast<std::ptrdiff_t>(kept), tokens.end());
   r.prefilled = r.prompt_tokens - r.reused;
   Timer timer;
@@ -447,7 +495,13 @@ Result<GenerateResult> Session::generate(const SamplingParams& params, const Sto
 }
 
 void Session::reset() {
-  impl_->reset();
+  (void)impl_->reset();
+}
+uint64_t Session::kv_allocated_bytes() const {
+  return impl_->state.kv.allocated_bytes().total();
+}
+uint64_t Session::kv_reserved_bytes() const {
+  return impl_->state.kv.reserved_bytes() + impl_->state.kv.checkpoint_bytes();
 }
 std::span<const int32_t> Session::tokens() const {
   return impl_->tokens;

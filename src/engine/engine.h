@@ -28,14 +28,15 @@
 //   - The Engine must outlive its Sessions.
 //
 // KV reuse between chat turns (prefill_chat / set_prompt): the new prompt's ids are compared with
-// the timeline; the longest common prefix is kept and only the rest is prefilled. If the model
-// state holds tokens past that prefix (the conversation changed, or earlier text re-tokenizes
-// differently), the session starts from a fresh model state and prefills the whole prompt: the
-// session does not rewind yet (it uses only Model::new_sequence() and forward()). DeepSeek-V4's
-// template drops the reasoning of earlier turns (docs/chat.md §3), so in thinking mode every turn
-// currently re-prefills; in non-thinking mode a turn prefills only the EOS, the new user message
-// and the generation prompt. With an exact rewind (Model::rewind), the fresh-state branch in
-// Session::set_prompt becomes a rewind to the common prefix.
+// the timeline; the longest common prefix (LCP) is kept and only the rest is prefilled. If the
+// model state holds tokens past the LCP (the conversation changed, or earlier text re-tokenizes
+// differently), the state is rewound exactly (model::Model::rewind): back to the last rewind
+// checkpoint at or before the LCP (kv/cache.h; every EngineOptions::checkpoint_interval tokens),
+// and the tokens from there on are prefilled again. The result is bit-identical to a fresh
+// prefill of the prompt (tested). DeepSeek-V4's template drops the reasoning of earlier turns
+// (docs/chat.md §3), so in thinking mode a turn rewinds to the end of the previous user message;
+// in non-thinking mode a turn prefills only the EOS, the new user message and the generation
+// prompt.
 //
 // Non-goals: batching several sessions in one forward pass, speculative decoding (MTP), tool
 // execution, KV snapshots on disk (later steps). Rejected alternative: exposing
@@ -62,6 +63,18 @@ struct EngineOptions {
   int64_t prefill_chunk = 64;  // tokens per forward() call in prefill (progress granularity), >= 1
   bool prefault = false;       // read every weight page once at load (progress reported), so the
                                // first prefill does not pay for page faults
+  // How sessions store their KV cache (kv/cache.h): `exact` keeps f32 rows (what the transformers
+  // reference computes), `official` DeepSeek's deployed records (FP8 KV + BF16 RoPE dims, FP4
+  // indexer keys: ~4x smaller, the official model's numerics for attention).
+  enum class KvStorage { exact, official };
+  KvStorage kv_storage = KvStorage::exact;
+  // Byte budget of the KV pool all sessions of the engine share (0: unlimited). A prefill that
+  // would exceed it fails with out_of_memory and leaves the session empty; nothing else breaks.
+  uint64_t kv_budget_bytes = 0;
+  // Tokens between rewind checkpoints (rounded up to a multiple of every compression ratio). A
+  // rewind re-runs at most this many tokens; each checkpoint costs one window ring per layer
+  // (V4-Flash official: ~3.9 MiB). 0: no checkpoints (a rewind re-runs from token 0).
+  int64_t checkpoint_interval = 4096;
 };
 
 // Load stages, in order: "tokenizer", "model" (config + checkpoint mapped and validated),
@@ -156,9 +169,11 @@ struct GenerateResult {
 // How a prompt was matched against the timeline (set_prompt / prefill_chat).
 struct PromptReuse {
   int64_t prompt_tokens = 0;  // ids of the new prompt
-  int64_t reused = 0;         // of those, already in the model state (not recomputed)
+  int64_t common_prefix = 0;  // ids the prompt shares with the evaluated timeline
+  int64_t reused = 0;         // of those, kept in the model state (not recomputed)
   int64_t prefilled = 0;      // evaluated now (prompt_tokens - reused)
-  bool fresh_state = false;   // the timeline held tokens past the common prefix: started over
+  int64_t rewound = 0;        // evaluated tokens dropped from the state by a rewind (0: none)
+  bool fresh_state = false;   // the state was rewound to token 0 (nothing reused)
   double seconds = 0;         // prefill time
   double tokens_per_second() const {
     return seconds > 0 ? static_cast<double>(prefilled) / seconds : 0;
@@ -209,6 +224,10 @@ class Session {
   std::span<const int32_t> tokens() const;
   int64_t evaluated() const;  // tokens of the timeline in the model state
   const Engine& engine() const;
+  // KV cache bytes this session's state holds (records in use, layout.h's count) and reserves
+  // (whole blocks, plus rewind checkpoints).
+  uint64_t kv_allocated_bytes() const;
+  uint64_t kv_reserved_bytes() const;
 
  private:
   friend class Engine;

@@ -107,6 +107,21 @@ TEST_F(TextCli, GreedyAndSeededRunsAreDeterministic) {
   EXPECT_NE(s1.err.find("seed 42"), std::string::npos) << s1.err;
 }
 
+// The official FP8/FP4 cache runs end to end, deterministically; a KV budget below what one
+// sequence needs is a one-line out-of-memory error, exit 1.
+TEST_F(TextCli, OfficialKvStorageAndBudget) {
+  const std::vector<std::string> args = {"run", "-p", "Write a haiku about the sea.", "-n", "8",
+                                         "--kv", "official"};
+  CliRun a = run(args), b = run(args);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_FALSE(a.out.empty());
+  EXPECT_EQ(a.out, b.out);
+  CliRun tight = run({"run", "-p", "Write a haiku about the sea.", "-n", "8", "--kv-budget", "1K"});
+  EXPECT_EQ(tight.exit_code, 1) << tight.err;
+  EXPECT_NE(tight.err.find("dsv4: "), std::string::npos) << tight.err;
+  EXPECT_EQ(tight.out, "");
+}
+
 TEST_F(TextCli, RawSkipsTheChatTemplate) {
   CliRun chat_mode = run({"run", "-p", "Hello", "-n", "4"});
   CliRun raw = run({"run", "-p", "Hello", "-n", "4", "--raw"});
@@ -167,6 +182,9 @@ TEST_F(TextCli, ZeroTokensAndBadOptions) {
       {{"-n", "-2"}, "-n"},
       {{"--stop", ""}, "--stop"},
       {{"--effort", "extreme"}, "--effort"},
+      {{"--kv", "fast"}, "--kv"},
+      {{"--kv-budget", "lots"}, "--kv-budget"},
+      {{"--checkpoint-every", "-1"}, "--checkpoint-every"},
   };
   for (const auto& [extra, name] : bad) {
     std::vector<std::string> args = {"run", "-p", "Hello"};

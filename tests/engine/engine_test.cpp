@@ -224,7 +224,8 @@ TEST_F(EngineTest, SetPromptReusesCommonPrefix) {
   EXPECT_EQ(r2->prefilled, 0);
   EXPECT_EQ(r2->reused, static_cast<int64_t>(without_last.size()));
 
-  // A prompt that diverges inside the evaluated part needs a fresh state (no rewind yet).
+  // A prompt that diverges inside the evaluated part rewinds; these prompts are shorter than the
+  // default checkpoint interval, so the state goes back to token 0.
   std::vector<int32_t> diverged = a;
   diverged.push_back(encode(" Different")[0]);
   auto r3 = s->set_prompt(diverged);
@@ -506,6 +507,133 @@ TEST_F(EngineLoadErrors, NamesTheFile) {
     EXPECT_NE(e.status().message().find("vocab_size 256"), std::string::npos)
         << e.status().message();
   }
+}
+
+}  // namespace
+}  // namespace dsv4::engine
+
+namespace dsv4::engine {
+namespace {
+
+// Engines with non-default KV options over the same synthetic model.
+std::unique_ptr<Engine> load_engine(const EngineOptions& opts) {
+  const auto& dir = testing::synthetic_model();
+  if (!dir.ok()) return nullptr;
+  auto e = Engine::load(dir->string(), opts);
+  return e.ok() ? std::move(e).value() : nullptr;
+}
+
+std::vector<int32_t> long_prompt(const Engine& e) {
+  std::string text;
+  for (int i = 0; i < 12; ++i) text += fmt::format("Sentence number {} of a longer prompt. ", i);
+  auto ids = e.tokenizer().encode(text, tokenizer::Tokenizer::AddedTokens::none);
+  return ids.ok() ? *ids : std::vector<int32_t>{};
+}
+
+std::vector<int32_t> greedy_continuation(const Engine& e, std::span<const int32_t> prompt,
+                                         int64_t n) {
+  auto s = e.new_session();
+  if (!s->prefill(prompt).ok()) return {};
+  SamplingParams p;
+  p.temperature = 0.0f;
+  StopConditions stop;
+  stop.max_tokens = n;
+  auto r = s->generate(p, stop);
+  return r.ok() ? r->tokens : std::vector<int32_t>{};
+}
+
+// A prompt that diverges inside the evaluated part rewinds to the last checkpoint before the
+// divergence (not to token 0) and continues exactly as a fresh session would.
+TEST(EngineRewind, DivergingPromptRewindsToCheckpoint) {
+  EngineOptions opts;
+  opts.threads = 2;
+  opts.checkpoint_interval = 16;  // tiny's ratios are 0 and 4: checkpoints at 16, 32, ...
+  auto engine = load_engine(opts);
+  ASSERT_NE(engine, nullptr);
+  const std::vector<int32_t> a = long_prompt(*engine);
+  ASSERT_GT(a.size(), 60u);
+  auto s = engine->new_session();
+  ASSERT_TRUE(s->set_prompt(a).ok());
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  StopConditions stop;
+  stop.max_tokens = 5;
+  ASSERT_TRUE(s->generate(greedy, stop).ok());
+  const int64_t evaluated = s->evaluated();
+
+  // Diverge at 37: the state goes back to checkpoint 32.
+  std::vector<int32_t> b(a.begin(), a.begin() + 37);
+  const std::vector<int32_t> tail = {a[50], a[51], a[52], a[10]};
+  b.insert(b.end(), tail.begin(), tail.end());
+  auto r = s->set_prompt(b);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->common_prefix, 37);
+  EXPECT_EQ(r->reused, 32);
+  EXPECT_EQ(r->rewound, evaluated - 32);
+  EXPECT_EQ(r->prefilled, static_cast<int64_t>(b.size()) - 32);
+  EXPECT_FALSE(r->fresh_state);
+  auto cont = s->generate(greedy, stop);
+  ASSERT_TRUE(cont.ok());
+  EXPECT_EQ(cont->tokens, greedy_continuation(*engine, b, 5));
+
+  // A prompt that is a strict prefix of the evaluated tokens: its last token runs again.
+  const std::vector<int32_t> prefix(s->tokens().begin(), s->tokens().begin() + 20);
+  auto r2 = s->set_prompt(prefix);
+  ASSERT_TRUE(r2.ok());
+  EXPECT_EQ(r2->common_prefix, 20);
+  EXPECT_EQ(r2->reused, 16);
+  EXPECT_EQ(r2->prefilled, 4);
+  auto cont2 = s->generate(greedy, stop);
+  ASSERT_TRUE(cont2.ok());
+  EXPECT_EQ(cont2->tokens, greedy_continuation(*engine, prefix, 5));
+}
+
+// The official FP8/FP4 cache: a session works end to end and holds fewer bytes than f32 rows.
+TEST(EngineKvStorage, OfficialRecordsAreSmallerAndDeterministic) {
+  EngineOptions exact_opts, official_opts;
+  exact_opts.threads = official_opts.threads = 2;
+  official_opts.kv_storage = EngineOptions::KvStorage::official;
+  auto exact = load_engine(exact_opts);
+  auto official = load_engine(official_opts);
+  ASSERT_NE(exact, nullptr);
+  ASSERT_NE(official, nullptr);
+  const std::vector<int32_t> a = long_prompt(*exact);
+  auto se = exact->new_session();
+  auto so = official->new_session();
+  ASSERT_TRUE(se->prefill(a).ok());
+  ASSERT_TRUE(so->prefill(a).ok());
+  EXPECT_LT(so->kv_allocated_bytes(), se->kv_allocated_bytes());
+  EXPECT_GT(so->kv_allocated_bytes(), 0u);
+  const auto first = greedy_continuation(*official, a, 6);
+  EXPECT_EQ(first.size(), 6u);
+  EXPECT_EQ(first, greedy_continuation(*official, a, 6));
+}
+
+// A KV budget too small for a prompt: a clean out_of_memory naming the budget; the session is
+// empty afterwards and works again once another session frees its blocks.
+TEST(EngineKvStorage, BudgetExceededIsACleanError) {
+  EngineOptions opts;
+  opts.threads = 2;
+  auto probe = load_engine(opts);
+  ASSERT_NE(probe, nullptr);
+  const std::vector<int32_t> a = long_prompt(*probe);
+  auto ps = probe->new_session();
+  ASSERT_TRUE(ps->prefill(std::span<const int32_t>(a).first(8)).ok());
+  // One session's 8-token state fits; a second session's compressor state does not.
+  opts.kv_budget_bytes = ps->kv_reserved_bytes();
+  auto engine = load_engine(opts);
+  ASSERT_NE(engine, nullptr);
+  auto first = engine->new_session();
+  ASSERT_TRUE(first->prefill(std::span<const int32_t>(a).first(8)).ok());
+  auto second = engine->new_session();
+  Status st = second->prefill(a);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), ErrorCode::out_of_memory) << st.to_string();
+  EXPECT_EQ(second->evaluated(), 0);
+  EXPECT_TRUE(second->tokens().empty());
+  first.reset();  // frees its blocks
+  EXPECT_TRUE(second->prefill(std::span<const int32_t>(a).first(8)).ok());
+  EXPECT_EQ(second->evaluated(), 8);
 }
 
 }  // namespace

@@ -84,12 +84,17 @@ int run_chat(const TextArgs& a) {
     if (a.think) reply.reasoning_content = answer.message.reasoning_content;
     conv.messages.push_back(std::move(reply));
 
+    const std::string rewound =
+        reuse->rewound == 0
+            ? std::string()
+            : fmt::format(" (rewound {} tokens{})", reuse->rewound,
+                          reuse->fresh_state ? " to the start: fresh state" : "");
     std::fprintf(stderr,
                  "turn %d: prompt %lld tokens, reused %lld, prefilled %lld%s in %.3f s (%.1f t/s); "
                  "generated %zu tokens in %.3f s (%.1f t/s); stop: %s\n",
                  turn, static_cast<long long>(reuse->prompt_tokens),
                  static_cast<long long>(reuse->reused), static_cast<long long>(reuse->prefilled),
-                 reuse->fresh_state ? " (fresh state)" : "", reuse->seconds,
+                 rewound.c_str(), reuse->seconds,
                  reuse->tokens_per_second(), answer.gen.tokens.size(), answer.gen.seconds,
                  answer.gen.tokens_per_second(), answer.finish.c_str());
   }

@@ -32,6 +32,16 @@ void add_generation_options(CLI::App* sub, TextArgs& a) {
       fmt::format("Most tokens to generate (default {}; -1: until EOS)", kDefaultMaxTokens));
   sub->add_option("-t,--threads", a.threads, "Threads (default: all cores)");
   sub->add_flag("--prefault", a.prefault, "Read all weights into memory at load (progress shown)");
+  sub->add_option("--kv", a.kv,
+                  "KV cache storage: exact (f32 rows, the reference's math) or official "
+                  "(DeepSeek's FP8/BF16 records and FP4 indexer keys, ~4x smaller)")
+      ->capture_default_str();
+  sub->add_option("--kv-budget", a.kv_budget,
+                  "Most bytes the KV cache may hold, e.g. 8G (binary units; default: no limit)");
+  sub->add_option("--checkpoint-every", a.checkpoint_every,
+                  "Tokens between KV rewind checkpoints (0: none; a rewind re-runs at most this "
+                  "many tokens)")
+      ->capture_default_str();
   sub->add_option("--temp", a.temp, "Sampling temperature (default: greedy, no sampling)");
   sub->add_option("--top-k", a.top_k, "Keep the K most likely tokens (0: off; with --temp)");
   sub->add_option("--top-p", a.top_p, "Nucleus sampling mass in (0, 1] (1: off; with --temp)");
@@ -136,6 +146,23 @@ Result<std::unique_ptr<engine::Engine>> load_engine(const TextArgs& a) {
   engine::EngineOptions opts;
   opts.threads = a.threads;
   opts.prefault = a.prefault;
+  if (a.kv == "exact") {
+    opts.kv_storage = engine::EngineOptions::KvStorage::exact;
+  } else if (a.kv == "official") {
+    opts.kv_storage = engine::EngineOptions::KvStorage::official;
+  } else {
+    return invalid_argument(fmt::format("--kv: '{}' is not a storage (exact, official)", a.kv));
+  }
+  if (!a.kv_budget.empty()) {
+    Result<uint64_t> budget = parse_count(a.kv_budget);
+    if (!budget.ok()) return invalid_argument("--kv-budget: " + budget.status().message());
+    opts.kv_budget_bytes = *budget;
+  }
+  if (a.checkpoint_every < 0) {
+    return invalid_argument(
+        fmt::format("--checkpoint-every: {} must be >= 0", a.checkpoint_every));
+  }
+  opts.checkpoint_interval = a.checkpoint_every;
   engine::LoadProgressFn progress;
   const bool tty = stderr_is_tty();
   if (tty) {

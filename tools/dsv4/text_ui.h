@@ -23,6 +23,10 @@ struct TextArgs {
   std::optional<int> n;  // max new tokens; -1: no limit; default kDefaultMaxTokens
   int threads = 0;
   bool prefault = false;
+  // KV cache: storage, shared byte budget (e.g. "8G"; empty: unlimited), rewind checkpoints.
+  std::string kv = "exact";
+  std::string kv_budget;
+  int64_t checkpoint_every = 4096;
   // Sampling: greedy unless --temp is given.
   std::optional<float> temp;
   int32_t top_k = 0;
@@ -38,7 +42,7 @@ struct TextArgs {
 
 inline constexpr int kDefaultMaxTokens = 512;
 
-// Adds -n, -t, --prefault, the sampling options and --stop to `sub`.
+// Adds -n, -t, --prefault, the KV options, the sampling options and --stop to `sub`.
 void add_generation_options(CLI::App* sub, TextArgs& a);
 // Adds --think, --effort, --system.
 void add_chat_options(CLI::App* sub, TextArgs& a);
