@@ -71,14 +71,17 @@ inline constexpr size_t kF8ActBlock = 128;  // reference act_quant block_size fo
 inline constexpr size_t kF4Block = 32;      // reference fp4_block_size (weights and activations)
 
 // ---------------------------------------------------------------------------------------------
-// Scalar codecs (inline; the _ref kernels and tests use them directly).
+// Scalar codecs (inline; the _ref kernels and tests use them directly). Internal linkage
+// (static): the x86/*_avx*.cpp files call them too, and an inline function with external
+// linkage is a weak symbol in every object that does not inline it (-O0) — the linker could
+// then hand an AVX-512-compiled copy to every caller (tests/isa_symbols.cmake).
 // ---------------------------------------------------------------------------------------------
 
-inline float decode_bf16(uint16_t h) {
+static inline float decode_bf16(uint16_t h) {
   return std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
 }
 
-inline uint16_t encode_bf16(float f) {
+static inline uint16_t encode_bf16(float f) {
   uint32_t b = std::bit_cast<uint32_t>(f);
   if ((b & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((b >> 16) | 0x0040u);  // NaN
   b += 0x7FFFu + ((b >> 16) & 1u);  // round to nearest, ties to even (may carry into inf)
@@ -90,7 +93,7 @@ namespace detail {
 // Magnitude code of a finite |x| (abs_bits = f32 bits without sign) rounded to nearest even in a
 // minifloat with `mbits` mantissa bits and exponent bias `bias` (biased exponent 0 = subnormal).
 // The result may exceed the format's largest code; callers saturate or map to inf.
-constexpr uint32_t minifloat_rne_magnitude(uint32_t abs_bits, int mbits, int bias) {
+static constexpr uint32_t minifloat_rne_magnitude(uint32_t abs_bits, int mbits, int bias) {
   const int e = static_cast<int>(abs_bits >> 23);
   if (e - 127 + bias >= 1) {  // normal in the target format: drop 23-mbits mantissa bits
     const int shift = 23 - mbits;
@@ -109,7 +112,7 @@ constexpr uint32_t minifloat_rne_magnitude(uint32_t abs_bits, int mbits, int bia
 }  // namespace detail
 
 // f8_e4m3fn -> f32 (exact).
-constexpr float decode_f8e4m3(uint8_t c) {
+static constexpr float decode_f8e4m3(uint8_t c) {
   const uint32_t sign = static_cast<uint32_t>(c & 0x80u) << 24;
   const uint32_t e = (c >> 3) & 0xFu, m = c & 7u;
   if (e == 15 && m == 7) return std::bit_cast<float>(sign | 0x7FC00000u);
@@ -122,7 +125,7 @@ constexpr float decode_f8e4m3(uint8_t c) {
   return std::bit_cast<float>(std::bit_cast<uint32_t>(mag) | sign);
 }
 
-constexpr uint8_t encode_f8e4m3(float f) {
+static constexpr uint8_t encode_f8e4m3(float f) {
   const uint32_t b = std::bit_cast<uint32_t>(f);
   const uint8_t sign = static_cast<uint8_t>((b >> 24) & 0x80u);
   const uint32_t a = b & 0x7FFFFFFFu;
@@ -132,7 +135,7 @@ constexpr uint8_t encode_f8e4m3(float f) {
   return static_cast<uint8_t>(sign | (mag > 0x7Eu ? 0x7Eu : mag));
 }
 
-constexpr float decode_f8e5m2(uint8_t c) {
+static constexpr float decode_f8e5m2(uint8_t c) {
   const uint32_t sign = static_cast<uint32_t>(c & 0x80u) << 24;
   const uint32_t e = (c >> 2) & 0x1Fu, m = c & 3u;
   float mag = 0;
@@ -146,7 +149,7 @@ constexpr float decode_f8e5m2(uint8_t c) {
   return std::bit_cast<float>(std::bit_cast<uint32_t>(mag) | sign);
 }
 
-constexpr uint8_t encode_f8e5m2(float f) {
+static constexpr uint8_t encode_f8e5m2(float f) {
   const uint32_t b = std::bit_cast<uint32_t>(f);
   const uint8_t sign = static_cast<uint8_t>((b >> 24) & 0x80u);
   const uint32_t a = b & 0x7FFFFFFFu;
@@ -157,13 +160,13 @@ constexpr uint8_t encode_f8e5m2(float f) {
 }
 
 // One f4_e2m1 code (low 4 bits of `c`) -> f32.
-constexpr float decode_f4e2m1(uint8_t c) {
+static constexpr float decode_f4e2m1(uint8_t c) {
   constexpr float kMag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
   const float mag = kMag[c & 7u];
   return (c & 8u) ? -mag : mag;
 }
 
-constexpr uint8_t encode_f4e2m1(float f) {
+static constexpr uint8_t encode_f4e2m1(float f) {
   const uint32_t b = std::bit_cast<uint32_t>(f);
   const uint8_t sign = static_cast<uint8_t>((b >> 28) & 0x8u);
   const uint32_t a = b & 0x7FFFFFFFu;
@@ -173,14 +176,14 @@ constexpr uint8_t encode_f4e2m1(float f) {
 }
 
 // ue8m0 -> f32: 2^(e-127); 0 -> 2^-127 (subnormal f32); 0xFF -> NaN.
-constexpr float decode_ue8m0(uint8_t e) {
+static constexpr float decode_ue8m0(uint8_t e) {
   if (e == 0xFF) return std::bit_cast<float>(0x7FC00000u);
   if (e == 0) return std::bit_cast<float>(0x00400000u);
   return std::bit_cast<float>(static_cast<uint32_t>(e) << 23);
 }
 
 // f32 -> ue8m0 with torch's rounding (see the header comment).
-constexpr uint8_t encode_ue8m0(float f) {
+static constexpr uint8_t encode_ue8m0(float f) {
   const uint32_t a = std::bit_cast<uint32_t>(f) & 0x7FFFFFFFu;
   if (a >= 0x7F800000u) return 0xFF;  // inf, NaN
   uint32_t e = a >> 23;
@@ -193,13 +196,13 @@ constexpr uint8_t encode_ue8m0(float f) {
 // 2^ceil(log2(v)) on the bits, exactly as the reference's fast_round_scale / fast_log2_ceil /
 // fast_pow2 (v > 0 finite; a subnormal v gives 2^-126, as the reference's bit formula does).
 // Returns the unbiased exponent k with the scale = 2^k.
-constexpr int pow2_ceil_exponent(float v) {
+static constexpr int pow2_ceil_exponent(float v) {
   const uint32_t b = std::bit_cast<uint32_t>(v);
   const int e = static_cast<int>((b >> 23) & 0xFFu);
   return e - 127 + ((b & 0x7FFFFFu) != 0 ? 1 : 0);
 }
 // 2^k as f32 for -126 <= k <= 127 (what fast_pow2 produces).
-constexpr float pow2_f32(int k) {
+static constexpr float pow2_f32(int k) {
   return std::bit_cast<float>(static_cast<uint32_t>(k + 127) << 23);
 }
 

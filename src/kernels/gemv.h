@@ -65,21 +65,21 @@ struct WeightsF4e2m1 {
 };
 
 // Bytes of one packed f4 row / one scale row (row strides).
-inline constexpr size_t f4_row_bytes(size_t cols) {
+static constexpr size_t f4_row_bytes(size_t cols) {
   return (cols + 1) / 2;
 }
-inline constexpr size_t f4_scales_per_row(size_t cols) {
+static constexpr size_t f4_scales_per_row(size_t cols) {
   return (cols + kF4WeightBlock - 1) / kF4WeightBlock;
 }
-inline constexpr size_t f8_scale_cols(size_t cols) {
+static constexpr size_t f8_scale_cols(size_t cols) {
   return (cols + kF8WeightBlock - 1) / kF8WeightBlock;
 }
-inline constexpr size_t f8_scale_rows(size_t rows) {
+static constexpr size_t f8_scale_rows(size_t rows) {
   return (rows + kF8WeightBlock - 1) / kF8WeightBlock;
 }
 
 // Block scale s[row/128, col_block] of an f8 weight as f32.
-inline float f8_weight_scale(const WeightsF8e4m3& w, size_t row, size_t col_block) {
+static inline float f8_weight_scale(const WeightsF8e4m3& w, size_t row, size_t col_block) {
   const size_t i = (row / kF8WeightBlock) * f8_scale_cols(w.cols) + col_block;
   return w.scale_format == ScaleFormat::f32
              ? static_cast<const float*>(w.scales)[i]

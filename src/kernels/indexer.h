@@ -55,7 +55,7 @@
 namespace dsv4::kernels {
 
 // Bytes of one FP4 indexer key / query head with `dim` dims (dim/2 + dim/32).
-constexpr size_t indexer_fp4_record_bytes(size_t dim) {
+static constexpr size_t indexer_fp4_record_bytes(size_t dim) {
   return dim / 2 + dim / 32;
 }
 

@@ -25,27 +25,27 @@ namespace dsv4::kernels::x86_avx512 {
 inline constexpr float kF8HalfRebias = 256.0f;  // decode(b) = f16_value(b) · 2^8
 
 // 16 f8_e4m3 codes -> decode(code)·2^-8 as 16 f32 (NaN codes -> ±1.875).
-inline __m512 f8x16_to_f32_scaled(__m128i codes) {
+static inline __m512 f8x16_to_f32_scaled(__m128i codes) {
   __m256i h = _mm256_cvtepi8_epi16(codes);
   h = _mm256_and_si256(_mm256_slli_epi16(h, 7), _mm256_set1_epi16(static_cast<short>(0xBFFF)));
   return _mm512_cvtph_ps(h);
 }
 
 // Bit i set where codes[i] is a NaN code (0x7F or 0xFF).
-inline __mmask16 f8_nan_mask16(__m128i codes) {
+static inline __mmask16 f8_nan_mask16(__m128i codes) {
   return _mm_cmpeq_epi8_mask(_mm_or_si128(codes, _mm_set1_epi8(static_cast<char>(0x80))),
                              _mm_set1_epi8(static_cast<char>(0xFF)));
 }
 
 // f4_e2m1 magnitudes and signs as f32, indexed by the 4-bit code (VPERMPS uses the low 4 bits of
 // each 32-bit index).
-inline __m512 f4_lut() {
+static inline __m512 f4_lut() {
   return _mm512_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f,
                         -2.0f, -3.0f, -4.0f, -6.0f);
 }
 
 // ue8m0 -> f32 (2^(e-127); 0 -> 2^-127; 0xFF -> NaN), scalar, branch-free enough for block loops.
-inline float ue8m0_to_f32(uint8_t e) {
+static inline float ue8m0_to_f32(uint8_t e) {
   const uint32_t bits =
       e == 0 ? 0x00400000u : (e == 0xFF ? 0x7FC00000u : static_cast<uint32_t>(e) << 23);
   float f;
@@ -54,7 +54,7 @@ inline float ue8m0_to_f32(uint8_t e) {
 }
 
 // Mask with the low n bits set (n <= 16).
-inline __mmask16 tail_mask16(size_t n) {
+static inline __mmask16 tail_mask16(size_t n) {
   return static_cast<__mmask16>((1u << n) - 1u);
 }
 
