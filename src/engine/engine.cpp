@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <limits>
+#include <mutex>
 #include <optional>
 
 #include "base/thread_pool.h"
@@ -14,6 +15,7 @@
 #include "formats/model_config.h"
 #include "formats/safetensors.h"
 #include "kv/cache.h"
+#include "model/kv_snapshot.h"
 #include "model/model.h"
 
 namespace dsv4::engine {
@@ -47,6 +49,30 @@ struct Engine::Impl {
   std::shared_ptr<kv::BlockPool> kv_pool;  // the KV byte budget all sessions share
   kv::Scheme kv_scheme = kv::Scheme::f32;
   kv::CacheOptions kv_options;
+
+  // Prefix cache: forks (copy-on-write, kv/cache.h) of the states sessions reached at the end of
+  // their prompts, newest use last. A session publishes one entry (replacing its previous one);
+  // entries outlive their sessions, which is what lets a new session start from an earlier
+  // request's prefix. Evicted least recently used first, and whenever the KV budget is full.
+  struct PrefixEntry {
+    const void* owner = nullptr;  // the publishing Session::Impl (may be gone)
+    model::SequenceState state;   // state.tokens: the ids it holds
+    uint64_t last_use = 0;
+  };
+  mutable std::mutex prefix_mu;
+  mutable std::vector<PrefixEntry> prefix;
+  mutable uint64_t prefix_clock = 0;
+
+  // Drops the least recently used entry; false when there is none.
+  bool evict_one() const {
+    std::lock_guard<std::mutex> lock(prefix_mu);
+    if (prefix.empty()) return false;
+    auto lru = std::min_element(prefix.begin(), prefix.end(), [](const auto& a, const auto& b) {
+      return a.last_use < b.last_use;
+    });
+    prefix.erase(lru);
+    return true;
+  }
   std::vector<int32_t> eos;
   // Ids in [0, tokenizer vocab) that name no token: masked to -inf before sampling.
   std::vector<int32_t> holes;
@@ -95,6 +121,10 @@ Result<std::unique_ptr<Engine>> Engine::load(const std::string& model_dir,
                                              const LoadProgressFn& progress) {
   if (options.prefill_chunk < 1) {
     return invalid_argument(fmt::format("prefill chunk {} must be >= 1", options.prefill_chunk));
+  }
+  if (options.prefix_cache_entries < 0) {
+    return invalid_argument(
+        fmt::format("prefix cache entries {} must be >= 0", options.prefix_cache_entries));
   }
   if (options.checkpoint_interval < 0) {
     return invalid_argument(
@@ -199,8 +229,10 @@ struct Session::Impl {
   // The timeline; tokens[0, n_eval) are in `state`.
   std::vector<int32_t> tokens;
   int64_t n_eval = 0;
-  // [model vocab] f32 logits after tokens[n_eval - 1] (valid when n_eval > 0).
+  // [model vocab] f32 logits after tokens[n_eval - 1]; valid when logits_valid (a state forked
+  // from the prefix cache or loaded from a snapshot comes without them).
   std::vector<float> logits;
+  bool logits_valid = false;
   std::vector<float> row;  // [tokenizer vocab] scratch: the logits the sampler sees
 
   // Empties the timeline. The empty state needs only the compressor-state buffers; if even those
@@ -209,6 +241,7 @@ struct Session::Impl {
   Status reset() {
     tokens.clear();
     n_eval = 0;
+    logits_valid = false;
     state = model::SequenceState{};  // return the old blocks to the pool first
     return ensure_state();
   }
@@ -231,7 +264,77 @@ struct Session::Impl {
       return st;
     }
     n_eval = s;
+    logits_valid = false;
     return s;
+  }
+
+  // Tokens of `prompt` a state holding `held` (its first n tokens evaluated, logits valid or not)
+  // can keep without recomputing: the common prefix, cut to a rewind checkpoint when the state
+  // holds more than that, and never all of the prompt unless its logits are at hand.
+  static int64_t reusable(const model::SequenceState& st, std::span<const int32_t> held,
+                          int64_t n, bool with_logits, std::span<const int32_t> prompt) {
+    const int64_t lcp = static_cast<int64_t>(
+        std::mismatch(held.begin(), held.begin() + n, prompt.begin(), prompt.end()).first -
+        held.begin());
+    const auto np = static_cast<int64_t>(prompt.size());
+    int64_t keep = lcp;
+    if (keep == np && !(keep == n && with_logits)) keep = std::max<int64_t>(np - 1, 0);
+    return keep == n ? n : st.kv.checkpoint_at_or_before(keep);
+  }
+
+  // Makes `logits` those after the last timeline token: evaluates pending tokens, or re-runs the
+  // last evaluated one (rewind to the checkpoint before it) when the state came without logits.
+  Status ensure_logits() {
+    DSV4_RETURN_IF_ERROR(evaluate_pending({}));
+    if (logits_valid || n_eval == 0) return ok_status();
+    DSV4_ASSIGN_OR_RETURN(const int64_t kept, rewind_to(n_eval - 1));
+    (void)kept;
+    return evaluate_pending({});
+  }
+
+  // Publishes a fork of the state (its evaluated tokens) to the engine's prefix cache,
+  // replacing this session's previous entry. Best effort: a full budget skips it.
+  void publish() {
+    const int cap = e->options.prefix_cache_entries;
+    if (cap == 0 || n_eval == 0) return;
+    Result<model::SequenceState> f = model::fork_sequence(state);
+    if (!f.ok()) return;
+    std::lock_guard<std::mutex> lock(e->prefix_mu);
+    auto& entries = e->prefix;
+    entries.erase(std::remove_if(entries.begin(), entries.end(),
+                                 [this](const auto& x) { return x.owner == this; }),
+                  entries.end());
+    entries.push_back({this, std::move(*f), ++e->prefix_clock});
+    while (entries.size() > static_cast<size_t>(cap)) {
+      entries.erase(std::min_element(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+        return a.last_use < b.last_use;
+      }));
+    }
+  }
+
+  // If an entry of the prefix cache lets `prompt` keep more tokens than this session's own
+  // state, continues from a fork of it. Returns whether it did.
+  bool adopt_best_prefix(std::span<const int32_t> prompt) {
+    const int64_t own = n_eval > 0 ? reusable(state, tokens, n_eval, logits_valid, prompt) : 0;
+    std::lock_guard<std::mutex> lock(e->prefix_mu);
+    Engine::Impl::PrefixEntry* best = nullptr;
+    int64_t best_keep = own;
+    for (auto& x : e->prefix) {
+      const int64_t k = reusable(x.state, x.state.tokens, x.state.n_tokens, false, prompt);
+      if (k > best_keep) {
+        best_keep = k;
+        best = &x;
+      }
+    }
+    if (best == nullptr) return false;
+    Result<model::SequenceState> f = model::fork_sequence(best->state);
+    if (!f.ok()) return false;  // no room to fork: go on with the own state
+    best->last_use = ++e->prefix_clock;
+    state = std::move(*f);
+    tokens = state.tokens;
+    n_eval = state.n_tokens;
+    logits_valid = false;
+    return true;
   }
 
   Status check_ids(std::span<const int32_t> ids) const {
@@ -274,10 +377,15 @@ struct Session::Impl {
       const std::span<const int32_t> part(tokens.data() + n_eval, static_cast<size_t>(n));
       Status s = e->model->forward(part, state, *e->pool, last ? logits.data() : nullptr,
                                    /*all_logits=*/false);
+      // A full KV budget: forward() changed nothing; free prefix-cache entries and try again.
+      while (s.code() == ErrorCode::out_of_memory && e->evict_one()) {
+        s = e->model->forward(part, state, *e->pool, last ? logits.data() : nullptr, false);
+      }
       if (!s.ok()) {
         (void)reset();
         return s;
       }
+      if (last) logits_valid = true;
       n_eval += n;
       done += n;
       if (progress) progress({done, total, timer.seconds()});
@@ -314,16 +422,16 @@ Result<PromptReuse> Session::set_prompt(std::span<const int32_t> tokens,
   DSV4_RETURN_IF_ERROR(s.check_context(tokens.size()));
   PromptReuse r;
   r.prompt_tokens = static_cast<int64_t>(tokens.size());
+  r.from_prefix_cache = s.adopt_best_prefix(tokens);
   const auto diverge =
       std::mismatch(s.tokens.begin(), s.tokens.end(), tokens.begin(), tokens.end());
   const auto lcp = static_cast<int64_t>(diverge.first - s.tokens.begin());
   r.common_prefix = std::min(lcp, s.n_eval);
-  // The state may keep at most lcp tokens, and at most size - 1 when the prompt ends inside
-  // (or exactly at the end of) the evaluated part without being all of it: the last prompt
-  // token must then run again for its logits.
+  // The state may keep at most lcp tokens; when that is the whole prompt, the last prompt
+  // token runs again for its logits unless they are at hand.
   int64_t keep = std::min(lcp, s.n_eval);
   const auto n = static_cast<int64_t>(tokens.size());
-  if (keep == n && n < s.n_eval) keep = n - 1;
+  if (keep == n && !(keep == s.n_eval && s.logits_valid)) keep = std::max<int64_t>(n - 1, 0);
   if (keep < s.n_eval) {
     const int64_t before = s.n_eval;
     DSV4_ASSIGN_OR_RETURN(const int64_t kept_state, s.rewind_to(keep));
@@ -339,6 +447,7 @@ Result<PromptReuse> Session::set_prompt(std::span<const int32_t> tokens,
   Timer timer;
   DSV4_RETURN_IF_ERROR(s.evaluate_pending(progress));
   r.seconds = timer.seconds();
+  s.publish();
   return r;
 }
 
@@ -444,7 +553,7 @@ Result<GenerateResult> Session::generate(const SamplingParams& params, const Sto
   GenerateResult r;
   Timer prefill_timer;
   r.prefilled = static_cast<int64_t>(s.tokens.size()) - s.n_eval;
-  DSV4_RETURN_IF_ERROR(s.evaluate_pending({}));
+  DSV4_RETURN_IF_ERROR(s.ensure_logits());
   r.prefill_seconds = prefill_timer.seconds();
 
   Timer timer;
@@ -496,6 +605,30 @@ Result<GenerateResult> Session::generate(const SamplingParams& params, const Sto
 
 void Session::reset() {
   (void)impl_->reset();
+}
+
+Status Session::save_kv(const std::string& path) const {
+  const Impl& s = *impl_;
+  if (s.n_eval == 0) return failed_precondition("save: the session holds no evaluated tokens");
+  return model::save_kv_snapshot(*s.e->model, s.state, path);
+}
+
+Status Session::load_kv(const std::string& path) {
+  Impl& s = *impl_;
+  DSV4_ASSIGN_OR_RETURN(model::SequenceState st,
+                        model::load_kv_snapshot(*s.e->model, path, s.e->kv_pool, s.e->kv_options));
+  if (st.kv.scheme() != s.e->kv_scheme) {
+    return invalid_argument(fmt::format(
+        "{}: the snapshot stores '{}' KV records but this engine uses '{}' (choose the same --kv)",
+        path, kv::scheme_name(st.kv.scheme()), kv::scheme_name(s.e->kv_scheme)));
+  }
+  DSV4_RETURN_IF_ERROR(s.check_ids(st.tokens));
+  s.state = std::move(st);
+  s.tokens = s.state.tokens;
+  s.n_eval = s.state.n_tokens;
+  s.logits_valid = false;
+  s.publish();
+  return ok_status();
 }
 uint64_t Session::kv_allocated_bytes() const {
   return impl_->state.kv.allocated_bytes().total();

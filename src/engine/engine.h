@@ -38,8 +38,17 @@
 // in non-thinking mode a turn prefills only the EOS, the new user message and the generation
 // prompt.
 //
+// Prefix cache across sessions: when a prompt has been evaluated (set_prompt, prefill_chat,
+// load_kv), the session publishes a copy-on-write fork of its state to the engine (one entry per
+// session, EngineOptions::prefix_cache_entries in all, least recently used dropped first; entries
+// outlive their sessions). set_prompt starts from whichever state — its own or an entry's — keeps
+// the most tokens of the new prompt (the longest common prefix, cut back to a rewind checkpoint
+// when the state holds more than that). Forks share every full KV block; only the window rings
+// and compressor state are copied. When the KV budget is full, entries are dropped before a
+// prefill fails.
+//
 // Non-goals: batching several sessions in one forward pass, speculative decoding (MTP), tool
-// execution, KV snapshots on disk (later steps). Rejected alternative: exposing
+// execution. Rejected alternative: exposing
 // model::SequenceState here — the server must not depend on how the cache stores its rows.
 #pragma once
 
@@ -75,6 +84,9 @@ struct EngineOptions {
   // rewind re-runs at most this many tokens; each checkpoint costs one window ring per layer
   // (V4-Flash official: ~3.9 MiB). 0: no checkpoints (a rewind re-runs from token 0).
   int64_t checkpoint_interval = 4096;
+  // Prefix cache (cross-session KV reuse): how many prompt states are kept as copy-on-write forks
+  // for later sessions to continue from (0: off). See the header comment.
+  int prefix_cache_entries = 8;
 };
 
 // Load stages, in order: "tokenizer", "model" (config + checkpoint mapped and validated),
@@ -174,6 +186,7 @@ struct PromptReuse {
   int64_t prefilled = 0;      // evaluated now (prompt_tokens - reused)
   int64_t rewound = 0;        // evaluated tokens dropped from the state by a rewind (0: none)
   bool fresh_state = false;   // the state was rewound to token 0 (nothing reused)
+  bool from_prefix_cache = false;  // continued from another request's state (prefix cache)
   double seconds = 0;         // prefill time
   double tokens_per_second() const {
     return seconds > 0 ? static_cast<double>(prefilled) / seconds : 0;
@@ -220,6 +233,14 @@ class Session {
 
   // Empties the timeline and the model state.
   void reset();
+
+  // KV snapshots on disk (kv/snapshot.h format, docs/kv-storage.md): save_kv writes the state of
+  // the evaluated timeline atomically; load_kv replaces the timeline by the snapshot's tokens,
+  // all evaluated (the first generate() re-runs the last one for its logits). Errors: io_error;
+  // failed_precondition for an empty session; a snapshot of another model, other weights,
+  // another KV storage (--kv), a truncated or corrupted file is rejected and changes nothing.
+  Status save_kv(const std::string& path) const;
+  Status load_kv(const std::string& path);
 
   std::span<const int32_t> tokens() const;
   int64_t evaluated() const;  // tokens of the timeline in the model state

@@ -122,6 +122,36 @@ TEST_F(TextCli, OfficialKvStorageAndBudget) {
   EXPECT_EQ(tight.out, "");
 }
 
+// --kv-save then --kv-load: the second run reuses the saved prompt's KV and prints the same
+// answer; a corrupted snapshot is one error line.
+TEST_F(TextCli, KvSnapshotSaveAndLoad) {
+  const std::string file = (tmp_ / "prompt.kv").string();
+  const std::vector<std::string> base = {"run", "-p", "Write a haiku about the sea.", "-n", "8"};
+  std::vector<std::string> save_args = base;
+  save_args.insert(save_args.end(), {"--kv-save", file});
+  CliRun saved = run(save_args);
+  ASSERT_EQ(saved.exit_code, 0) << saved.err;
+  EXPECT_NE(saved.err.find("saved KV snapshot"), std::string::npos) << saved.err;
+  std::vector<std::string> load_args = base;
+  load_args.insert(load_args.end(), {"--kv-load", file});
+  CliRun loaded = run(load_args);
+  ASSERT_EQ(loaded.exit_code, 0) << loaded.err;
+  EXPECT_EQ(loaded.out, saved.out);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(loaded.err, m, std::regex("reused the KV of (\\d+) of (\\d+)")))
+      << loaded.err;
+  EXPECT_GT(std::stol(m[1]), 0);
+
+  std::string bytes = slurp(file);
+  ASSERT_GT(bytes.size(), 100u);
+  bytes[bytes.size() / 3] = static_cast<char>(bytes[bytes.size() / 3] ^ 1);
+  { std::ofstream(file, std::ios::binary) << bytes; }
+  CliRun bad = run(load_args);
+  EXPECT_EQ(bad.exit_code, 1) << bad.err;
+  expect_one_error_line(bad, "prompt.kv");
+  EXPECT_EQ(bad.out, "");
+}
+
 TEST_F(TextCli, RawSkipsTheChatTemplate) {
   CliRun chat_mode = run({"run", "-p", "Hello", "-n", "4"});
   CliRun raw = run({"run", "-p", "Hello", "-n", "4", "--raw"});

@@ -636,5 +636,117 @@ TEST(EngineKvStorage, BudgetExceededIsACleanError) {
   EXPECT_EQ(second->evaluated(), 8);
 }
 
+// A new session whose prompt shares a prefix with an earlier (finished) request continues from a
+// fork of that request's state, and generates exactly what a cold session generates.
+TEST(EnginePrefixCache, NewSessionReusesAnEarlierRequestsPrefix) {
+  EngineOptions opts;
+  opts.threads = 2;
+  opts.checkpoint_interval = 16;
+  auto engine = load_engine(opts);
+  opts.prefix_cache_entries = 0;
+  auto cold = load_engine(opts);
+  ASSERT_NE(engine, nullptr);
+  ASSERT_NE(cold, nullptr);
+  const std::vector<int32_t> p = long_prompt(*engine);
+  ASSERT_GT(p.size(), 60u);
+  const std::vector<int32_t> first(p.begin(), p.end() - 5);
+  std::vector<int32_t> second(p.begin(), p.begin() + 50);
+  second.insert(second.end(), {p[3], p[4], p[5]});
+  {
+    auto a = engine->new_session();
+    auto r = a->set_prompt(first);
+    ASSERT_TRUE(r.ok());
+    EXPECT_FALSE(r->from_prefix_cache);
+  }  // the session is gone; its prompt state stays in the prefix cache
+  auto b = engine->new_session();
+  auto r = b->set_prompt(second);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_TRUE(r->from_prefix_cache);
+  EXPECT_EQ(r->reused, 48);  // the common prefix is 50; the last checkpoint before it is 48
+  EXPECT_EQ(r->prefilled, static_cast<int64_t>(second.size()) - 48);
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  StopConditions stop;
+  stop.max_tokens = 6;
+  auto got = b->generate(greedy, stop);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->tokens, greedy_continuation(*cold, second, 6));
+
+  // The same prompt again: everything but the last token is reused from the cache.
+  auto c = engine->new_session();
+  auto r2 = c->set_prompt(second);
+  ASSERT_TRUE(r2.ok());
+  EXPECT_TRUE(r2->from_prefix_cache);
+  EXPECT_EQ(r2->reused, 48);  // the entry holds all 53 tokens; logits need the last one again
+  auto again = c->generate(greedy, stop);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->tokens, got->tokens);
+}
+
+// Snapshot on disk: save, load into a new session, continue == the uninterrupted session.
+// A flipped byte, a truncated file and another KV storage are rejected; nothing changes.
+TEST(EngineSnapshot, SaveLoadContinueAndRejectBadFiles) {
+  EngineOptions opts;
+  opts.threads = 2;
+  opts.checkpoint_interval = 16;
+  opts.prefix_cache_entries = 0;  // the loaded state must be what continues
+  auto engine = load_engine(opts);
+  ASSERT_NE(engine, nullptr);
+  const std::vector<int32_t> p = long_prompt(*engine);
+  const fs::path dir = fs::temp_directory_path() / fmt::format("dsv4_engine_snap_{}", getpid());
+  fs::create_directories(dir);
+  const std::string file = (dir / "a.kv").string();
+
+  auto a = engine->new_session();
+  ASSERT_TRUE(a->prefill(p).ok());
+  ASSERT_TRUE(a->save_kv(file).ok());
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  StopConditions stop;
+  stop.max_tokens = 6;
+  auto want = a->generate(greedy, stop);
+  ASSERT_TRUE(want.ok());
+
+  auto b = engine->new_session();
+  ASSERT_TRUE(b->load_kv(file).ok());
+  EXPECT_EQ(b->evaluated(), static_cast<int64_t>(p.size()));
+  EXPECT_EQ(std::vector<int32_t>(b->tokens().begin(), b->tokens().end()), p);
+  auto got = b->generate(greedy, stop);
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  EXPECT_EQ(got->tokens, want->tokens);
+
+  // Corruptions.
+  std::string bytes;
+  {
+    std::ifstream in(file, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  ASSERT_GT(bytes.size(), 1000u);
+  auto write = [&](const std::string& name, const std::string& content) {
+    const std::string f = (dir / name).string();
+    std::ofstream(f, std::ios::binary) << content;
+    return f;
+  };
+  std::string flipped = bytes;
+  flipped[flipped.size() / 2] = static_cast<char>(flipped[flipped.size() / 2] ^ 0x10);
+  auto c = engine->new_session();
+  ASSERT_TRUE(c->prefill(std::span<const int32_t>(p).first(5)).ok());
+  for (const std::string& bad : {write("flipped.kv", flipped),
+                                 write("short.kv", bytes.substr(0, bytes.size() - 7)),
+                                 (dir / "missing.kv").string()}) {
+    Status st = c->load_kv(bad);
+    EXPECT_FALSE(st.ok()) << bad;
+    EXPECT_EQ(c->evaluated(), 5) << bad;  // unchanged
+  }
+  EngineOptions official_opts = opts;
+  official_opts.kv_storage = EngineOptions::KvStorage::official;
+  auto official = load_engine(official_opts);
+  ASSERT_NE(official, nullptr);
+  Status st = official->new_session()->load_kv(file);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("--kv"), std::string::npos) << st.to_string();
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace dsv4::engine

@@ -1,6 +1,8 @@
 // dsv4 chat -m MODEL_DIR [sampling options] [--think] [--system TEXT] — multi-turn chat on
 // stdin/stdout. Each input line is one user message (a pipe works: one turn per line); /reset
-// starts a new conversation, /exit or end of input ends. The session keeps its KV cache between
+// starts a new conversation, /save FILE and /load FILE write and read a KV snapshot (the next
+// turn reuses the snapshot's longest common prefix with the conversation), /exit or end of input
+// ends; --kv-load FILE starts from a snapshot, --kv-save FILE saves at the end. The session keeps its KV cache between
 // turns: each turn prefills only what the previous turns did not already compute (engine.h), and
 // stderr reports "turn N: prompt P tokens, reused R, prefilled F ..." so this can be checked.
 #include <fmt/format.h>
@@ -31,7 +33,24 @@ int run_chat(const TextArgs& a) {
   const engine::PrefillProgressFn progress = prefill_progress_line(eng);
   const bool interactive = isatty(STDIN_FILENO) == 1;
   if (interactive) {
-    std::fprintf(stderr, "one message per line; /reset starts over, /exit or Ctrl-D ends\n");
+    std::fprintf(stderr,
+                 "one message per line; /reset starts over, /save FILE, /load FILE, /exit or "
+                 "Ctrl-D ends\n");
+  }
+  auto load = [&](const std::string& file) -> Status {
+    DSV4_RETURN_IF_ERROR(session->load_kv(file));
+    std::fprintf(stderr, "(loaded KV snapshot %s: %lld tokens)\n", file.c_str(),
+                 static_cast<long long>(session->evaluated()));
+    return ok_status();
+  };
+  auto save = [&](const std::string& file) -> Status {
+    DSV4_RETURN_IF_ERROR(session->save_kv(file));
+    std::fprintf(stderr, "(saved KV snapshot %s: %lld tokens)\n", file.c_str(),
+                 static_cast<long long>(session->evaluated()));
+    return ok_status();
+  };
+  if (!a.kv_load.empty()) {
+    if (Status st = load(a.kv_load); !st.ok()) return report_error(st);
   }
   if (params->temperature > 0.0f)
     std::fprintf(stderr, "seed %llu\n", static_cast<unsigned long long>(params->seed));
@@ -56,7 +75,15 @@ int run_chat(const TextArgs& a) {
         std::fprintf(stderr, "(new conversation)\n");
         continue;
       }
-      std::fprintf(stderr, "unknown command %s (commands: /reset, /exit)\n", line.c_str());
+      if (line.rfind("/save ", 0) == 0 || line.rfind("/load ", 0) == 0) {
+        const std::string file = line.substr(6);
+        // A bad file is reported and the chat goes on (nothing was changed).
+        Status st = line[1] == 's' ? save(file) : load(file);
+        if (!st.ok()) std::fprintf(stderr, "dsv4: %s\n", st.message().c_str());
+        continue;
+      }
+      std::fprintf(stderr, "unknown command %s (commands: /reset, /save FILE, /load FILE, /exit)\n",
+                   line.c_str());
       continue;
     }
     ++turn;
@@ -98,13 +125,16 @@ int run_chat(const TextArgs& a) {
                  reuse->tokens_per_second(), answer.gen.tokens.size(), answer.gen.seconds,
                  answer.gen.tokens_per_second(), answer.finish.c_str());
   }
+  if (!a.kv_save.empty()) {
+    if (Status st = save(a.kv_save); !st.ok()) return report_error(st);
+  }
   return 0;
 }
 
 RunFn setup(CLI::App& app) {
   auto args = std::make_shared<TextArgs>();
   CLI::App* sub = app.add_subcommand(
-      "chat", "Interactive multi-turn chat (one message per stdin line; /reset, /exit)");
+      "chat", "Interactive multi-turn chat (one message per stdin line; /reset, /save FILE, /load FILE, /exit)");
   sub->add_option("-m,--model", args->model,
                   "Model directory: config.json, safetensors, tokenizer.json")
       ->required();

@@ -11,6 +11,7 @@
 
 #include "base/thread_pool.h"
 #include "base/timer.h"
+#include "base/units.h"
 #include "command.h"
 #include "engine/engine.h"
 #include "model/model.h"
@@ -138,10 +139,34 @@ int run_text(const RunArgs& a) {
     return report_error(
         invalid_argument("-p: the prompt is empty (--raw adds no BOS or template)"));
   }
+  if (!a.text.kv_load.empty()) {
+    Timer t;
+    Status st = session->load_kv(a.text.kv_load);
+    if (!st.ok()) return report_error(st);
+    fmt::print(stderr, "loaded KV snapshot {}: {} tokens, {} in {:.3f} s\n", a.text.kv_load,
+               session->evaluated(), format_bytes(static_cast<double>(session->kv_allocated_bytes())),
+               t.seconds());
+  }
   Timer prefill_timer;
-  Status s = session->prefill(*ids, prefill_progress_line(eng));
-  if (!s.ok()) return report_error(s);
+  const std::span<const int32_t> prompt(*ids);
+  if (!a.text.kv_save.empty() && prompt.size() > 1) {
+    // The snapshot holds the prompt but its last token: any later prompt that starts with this
+    // one then reuses all of it (the last token runs again for its logits, nothing else).
+    auto head = session->set_prompt(prompt.first(prompt.size() - 1), prefill_progress_line(eng));
+    if (!head.ok()) return report_error(head.status());
+    Timer t;
+    Status st = session->save_kv(a.text.kv_save);
+    if (!st.ok()) return report_error(st);
+    fmt::print(stderr, "saved KV snapshot {}: {} tokens in {:.3f} s\n", a.text.kv_save,
+               session->evaluated(), t.seconds());
+  }
+  auto reuse = session->set_prompt(prompt, prefill_progress_line(eng));
+  if (!reuse.ok()) return report_error(reuse.status());
   const double prefill_s = prefill_timer.seconds();
+  if (!a.text.kv_load.empty()) {
+    fmt::print(stderr, "reused the KV of {} of {} prompt tokens\n", reuse->reused,
+               reuse->prompt_tokens);
+  }
 
   engine::GenerateResult gen;
   std::string finish = "max tokens";
@@ -194,7 +219,12 @@ constexpr const char* kTextOnly[] = {"--raw",
                                      "--think",
                                      "--effort",
                                      "--system",
-                                     "--prefault"};
+                                     "--prefault",
+                                     "--kv",
+                                     "--kv-budget",
+                                     "--checkpoint-every",
+                                     "--kv-load",
+                                     "--kv-save"};
 
 RunFn setup(CLI::App& app) {
   auto args = std::make_shared<RunArgs>();

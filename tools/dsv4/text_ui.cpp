@@ -36,6 +36,13 @@ void add_generation_options(CLI::App* sub, TextArgs& a) {
                   "KV cache storage: exact (f32 rows, the reference's math) or official "
                   "(DeepSeek's FP8/BF16 records and FP4 indexer keys, ~4x smaller)")
       ->capture_default_str();
+  sub->add_option("--kv-load", a.kv_load,
+                  "Start from a KV snapshot (saved with --kv-save by the same model): the prompt "
+                  "reuses its longest common prefix with the snapshot's tokens");
+  sub->add_option("--kv-save", a.kv_save,
+                  "Save a KV snapshot to this file (atomic write): run saves the prompt's KV (all but its last "
+                  "token, so every prompt that starts with it reuses all of it); chat saves the "
+                  "session at the end");
   sub->add_option("--kv-budget", a.kv_budget,
                   "Most bytes the KV cache may hold, e.g. 8G (binary units; default: no limit)");
   sub->add_option("--checkpoint-every", a.checkpoint_every,

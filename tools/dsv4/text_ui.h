@@ -27,6 +27,7 @@ struct TextArgs {
   std::string kv = "exact";
   std::string kv_budget;
   int64_t checkpoint_every = 4096;
+  std::string kv_load, kv_save;  // KV snapshot files (empty: none)
   // Sampling: greedy unless --temp is given.
   std::optional<float> temp;
   int32_t top_k = 0;
