@@ -1,7 +1,11 @@
 // kv/cache.cpp — block storage of one sequence's KV cache (see cache.h).
 #include "kv/cache.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 
@@ -41,28 +45,116 @@ uint64_t BlockPool::peak() const {
 
 // ------------------------------------------------------------------------------ PoolBlock
 
-Result<PoolBlock> PoolBlock::allocate(BlockPool& pool, uint64_t bytes, const std::string& what) {
-  DSV4_RETURN_IF_ERROR(pool.charge(bytes, what));
-  PoolBlock b;
-  b.pool_ = &pool;
-  b.buf_.resize(static_cast<size_t>(bytes));
+namespace {
+
+constexpr uint64_t kPageBytes = 4096;
+
+uint64_t round_up(uint64_t x, uint64_t to) {
+  return (x + to - 1) / to * to;
+}
+
+// A 2 MiB-aligned anonymous mapping of `len` bytes (a multiple of 4 KiB): over-map by 2 MiB,
+// then unmap the misaligned head and the tail. nullptr when the system refuses.
+uint8_t* map_huge(uint64_t len) {
+  const uint64_t span = len + kHugePageBytes;
+  void* p = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  const auto base = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t aligned = round_up(base, kHugePageBytes);
+  if (aligned > base) ::munmap(p, aligned - base);
+  const uintptr_t end = base + span;
+  if (end > aligned + len) ::munmap(reinterpret_cast<void*>(aligned + len), end - aligned - len);
+  auto* a = reinterpret_cast<uint8_t*>(aligned);
+#ifdef MADV_HUGEPAGE
+  (void)::madvise(a, len, MADV_HUGEPAGE);  // best effort: THP may be off
+#endif
+  return a;
+}
+
+// An exclusive holder may write: nobody else can gain a reference except through this
+// sequence. The acquire fence orders our writes after other (former) holders' reads, which
+// happened before they dropped their reference.
+bool held_alone(const std::shared_ptr<PoolBlock>& b) {
+  if (b.use_count() != 1) return false;
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return true;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<PoolBlock>> PoolBlock::allocate(const std::shared_ptr<BlockPool>& pool,
+                                                       uint64_t bytes, bool huge_pages,
+                                                       const std::string& what) {
+  DSV4_CHECK(pool != nullptr && bytes > 0);
+  DSV4_RETURN_IF_ERROR(pool->charge(bytes, what));
+  std::shared_ptr<PoolBlock> b(new PoolBlock());
+  b->pool_ = pool;  // from here on the destructor returns the charge
+  b->size_ = bytes;
+  const uint64_t mapped = round_up(bytes, kPageBytes);
+  if (huge_pages && mapped >= kHugePageBytes) {
+    b->data_ = map_huge(mapped);
+    b->map_bytes_ = mapped;
+    b->kind_ = Kind::huge;
+  } else {
+    b->data_ = static_cast<uint8_t*>(std::aligned_alloc(64, round_up(bytes, 64)));
+    if (b->data_ != nullptr) std::memset(b->data_, 0, round_up(bytes, 64));
+  }
+  if (b->data_ == nullptr)
+    return out_of_memory("the system refused " + std::to_string(bytes) + " B for " + what);
   return b;
 }
 
-PoolBlock::PoolBlock(PoolBlock&& o) noexcept
-    : pool_(std::exchange(o.pool_, nullptr)), buf_(std::move(o.buf_)) {}
-
-PoolBlock& PoolBlock::operator=(PoolBlock&& o) noexcept {
-  if (this != &o) {
-    if (pool_ != nullptr) pool_->uncharge(buf_.size());
-    pool_ = std::exchange(o.pool_, nullptr);
-    buf_ = std::move(o.buf_);
-  }
-  return *this;
+Result<std::shared_ptr<PoolBlock>> PoolBlock::view(const std::shared_ptr<BlockPool>& pool,
+                                                   std::shared_ptr<const void> owner,
+                                                   const uint8_t* data, uint64_t bytes,
+                                                   const std::string& what) {
+  DSV4_CHECK(pool != nullptr && owner != nullptr && data != nullptr && bytes > 0);
+  DSV4_RETURN_IF_ERROR(pool->charge(bytes, what));
+  std::shared_ptr<PoolBlock> b(new PoolBlock());
+  b->pool_ = pool;
+  b->size_ = bytes;
+  b->data_ = const_cast<uint8_t*>(data);  // never written: mutable_data() refuses views
+  b->kind_ = Kind::view;
+  b->owner_ = std::move(owner);
+  return b;
 }
 
 PoolBlock::~PoolBlock() {
-  if (pool_ != nullptr) pool_->uncharge(buf_.size());
+  if (data_ != nullptr) {
+    if (kind_ == Kind::huge) {
+      ::munmap(data_, map_bytes_);
+    } else if (kind_ == Kind::heap) {
+      std::free(data_);
+    }
+  }
+  if (pool_) pool_->uncharge(size_);
+}
+
+// ------------------------------------------------------------------------------ helpers
+
+int64_t stream_block_records(const CacheOptions& options, uint64_t record_bytes) {
+  DSV4_CHECK(record_bytes > 0);
+  if (options.block_bytes > 0)
+    return std::max<int64_t>(1, static_cast<int64_t>(options.block_bytes / record_bytes));
+  return options.block_records;
+}
+
+uint8_t* SequenceCache::Stream::writable_at(int64_t i) {
+  const std::shared_ptr<PoolBlock>& b = blocks[static_cast<size_t>(i / block_records)];
+  // Copy-on-write rule: reserve() made this block private before any write to it.
+  DSV4_CHECK(held_alone(b) && !b->read_only() && b->size() == block_bytes());
+  return b->mutable_data() + static_cast<uint64_t>(i % block_records) * record_bytes;
+}
+
+int64_t SequenceCache::Stream::run(int64_t first, const uint8_t** data) const {
+  DSV4_CHECK(data != nullptr && first >= 0 && first < count);
+  *data = at(first);
+  const int64_t block_end = (first / block_records + 1) * block_records;
+  return std::min(block_end, count) - first;
+}
+
+SequenceCache::CheckpointData::~CheckpointData() {
+  if (bytes > 0) pool->uncharge(bytes);
 }
 
 // ------------------------------------------------------------------------------ SequenceCache
@@ -73,7 +165,7 @@ SequenceCache::~SequenceCache() {
 
 SequenceCache& SequenceCache::operator=(SequenceCache&& o) noexcept {
   if (this != &o) {
-    release();  // while pool_ still points at the pool these bytes were charged to
+    release();
     pool_ = std::move(o.pool_);
     layout_ = std::move(o.layout_);
     options_ = o.options_;
@@ -88,12 +180,17 @@ SequenceCache& SequenceCache::operator=(SequenceCache&& o) noexcept {
 }
 
 void SequenceCache::release() {
-  layers_.clear();  // each PoolBlock uncharges itself
-  if (pool_) {
-    for (const auto& [pos, cp] : checkpoints_)
-      if (cp.bytes > 0) pool_->uncharge(cp.bytes);
-  }
+  layers_.clear();  // the last holder of each block returns its bytes
   checkpoints_.clear();
+}
+
+const SequenceCache::Layer& SequenceCache::layer_at(int layer) const {
+  DSV4_CHECK(layer >= 0 && layer < n_layers());
+  return layers_[static_cast<size_t>(layer)];
+}
+
+int64_t SequenceCache::n_tokens() const {
+  return layers_.empty() ? 0 : layers_.front().window_end;
 }
 
 namespace {
@@ -104,19 +201,22 @@ uint64_t state_floats(int64_t ratio, int64_t dim, bool overlap) {
   return 2 * coff * static_cast<uint64_t>(ratio) * coff * static_cast<uint64_t>(dim);
 }
 
-CompressorStateView make_view(float* base, int64_t ratio, int64_t dim, bool overlap) {
+}  // namespace
+
+CompressorStateView SequenceCache::state_view(const Layer& L, const StateGeometry& g) const {
+  // The state is always private (fork copies it), so a view may be written.
+  DSV4_CHECK(g.present && L.state != nullptr && held_alone(L.state));
   CompressorStateView v;
-  v.ratio = ratio;
-  v.dim = dim;
-  v.overlap = overlap;
-  v.width = overlap ? 2 * dim : dim;
-  const int64_t rows = (overlap ? 2 : 1) * ratio;
+  v.ratio = g.ratio;
+  v.dim = g.dim;
+  v.overlap = g.overlap;
+  v.width = g.overlap ? 2 * g.dim : g.dim;
+  const int64_t rows = (g.overlap ? 2 : 1) * g.ratio;
+  float* base = reinterpret_cast<float*>(L.state->mutable_data()) + g.offset_floats;
   v.kv = base;
   v.gate = base + rows * v.width;
   return v;
 }
-
-}  // namespace
 
 Result<SequenceCache> SequenceCache::create(const formats::ModelConfig& config, Scheme scheme,
                                             std::shared_ptr<BlockPool> pool, CacheOptions options) {
@@ -128,6 +228,9 @@ Result<SequenceCache> SequenceCache::create(const formats::ModelConfig& config, 
   if (options.block_records <= 0) return invalid_argument("block_records must be positive");
   if (options.checkpoint_interval < 0)
     return invalid_argument("checkpoint_interval must not be negative");
+  if (options.block_bytes > kMaxBlockBytes)
+    return invalid_argument("block_bytes " + std::to_string(options.block_bytes) +
+                            " is above the limit of " + std::to_string(kMaxBlockBytes));
   DSV4_CHECK(pool != nullptr);
   DSV4_ASSIGN_OR_RETURN(KvLayout layout, make_layout(config, scheme));
   SequenceCache c;
@@ -159,15 +262,26 @@ Result<SequenceCache> SequenceCache::create(const formats::ModelConfig& config, 
     L.window.record_bytes = row_bytes;
     L.window.block_records = ll.window;
     L.entries.record_bytes = row_bytes;
-    L.entries.block_records = options.block_records;
+    L.entries.block_records = stream_block_records(options, row_bytes);
     L.index_keys.record_bytes = key_bytes;
-    L.index_keys.block_records = options.block_records;
+    L.index_keys.block_records = key_bytes > 0 ? stream_block_records(options, key_bytes) : 1;
+    for (const Stream* s : {&L.entries, &L.index_keys})
+      if (s->block_bytes() > kMaxBlockBytes)
+        return invalid_argument(std::to_string(s->block_records) + " records of " +
+                                std::to_string(s->record_bytes) + " B per block exceed " +
+                                std::to_string(kMaxBlockBytes) + " B");
     // Our record sizes are derived independently of layout.cpp; they must agree.
     const bool csa = ll.kind == LayerKind::csa;
     const bool compressed = csa || ll.kind == LayerKind::hca;
     uint64_t floats = 0;
-    if (compressed) floats += state_floats(ll.compress_ratio, L.head_dim, csa);
-    if (csa) floats += state_floats(ll.compress_ratio, L.index_dim, true);
+    if (compressed) {
+      L.kv_state = {true, ll.compress_ratio, L.head_dim, csa, 0};
+      floats += state_floats(ll.compress_ratio, L.head_dim, csa);
+    }
+    if (csa) {
+      L.index_state = {true, ll.compress_ratio, L.index_dim, true, floats};
+      floats += state_floats(ll.compress_ratio, L.index_dim, true);
+    }
     if (ll.raw_token_bytes != row_bytes || (compressed && ll.compressed_entry_bytes != row_bytes) ||
         (csa && ll.indexer_key_bytes != key_bytes) || ll.compressor_state_bytes != floats * 4 ||
         ll.window <= 0)
@@ -175,26 +289,84 @@ Result<SequenceCache> SequenceCache::create(const formats::ModelConfig& config, 
                             " disagree with kv/layout.h");
     if (floats > 0) {
       DSV4_ASSIGN_OR_RETURN(L.state,
-                            PoolBlock::allocate(*c.pool_, floats * 4,
+                            PoolBlock::allocate(c.pool_, floats * 4, options.huge_pages,
                                                 "compressor state of layer " + std::to_string(i)));
-      auto* base = reinterpret_cast<float*>(L.state.data());
-      L.kv_state = make_view(base, ll.compress_ratio, L.head_dim, csa);
-      if (csa)
-        L.index_state = make_view(base + state_floats(ll.compress_ratio, L.head_dim, true),
-                                  ll.compress_ratio, L.index_dim, true);
     }
   }
   c.layout_ = std::move(layout);
   return c;
 }
 
+Result<SequenceCache> SequenceCache::fork() const {
+  SequenceCache c;
+  c.pool_ = pool_;
+  c.layout_ = layout_;
+  c.options_ = options_;
+  c.head_dim_ = head_dim_;
+  c.index_dim_ = index_dim_;
+  c.layers_.resize(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& L = layers_[i];
+    Layer& F = c.layers_[i];
+    F.layout = L.layout;
+    F.head_dim = L.head_dim;
+    F.rope_dim = L.rope_dim;
+    F.index_dim = L.index_dim;
+    F.window_filled = L.window_filled;
+    F.window_end = L.window_end;
+    F.kv_state = L.kv_state;
+    F.index_state = L.index_state;
+    // Entries and keys: share the blocks holding records (not the reserved empty ones).
+    for (auto [src, dst] : {std::pair{&L.entries, &F.entries}, {&L.index_keys, &F.index_keys}}) {
+      dst->record_bytes = src->record_bytes;
+      dst->block_records = src->block_records;
+      dst->count = src->count;
+      const auto used =
+          static_cast<size_t>((src->count + src->block_records - 1) / src->block_records);
+      dst->blocks.assign(src->blocks.begin(), src->blocks.begin() + static_cast<long>(used));
+    }
+    // Ring and compressor state: private copies.
+    F.window.record_bytes = L.window.record_bytes;
+    F.window.block_records = L.window.block_records;
+    const std::string where = " of layer " + std::to_string(i) + " (fork)";
+    if (!L.window.blocks.empty()) {
+      const PoolBlock& src = *L.window.blocks.front();
+      DSV4_ASSIGN_OR_RETURN(auto b,
+                            PoolBlock::allocate(pool_, L.window.block_bytes(), options_.huge_pages,
+                                                "window ring" + where));
+      std::memcpy(b->mutable_data(), src.data(), std::min(src.size(), b->size()));
+      F.window.blocks.push_back(std::move(b));
+    }
+    if (L.state != nullptr) {
+      DSV4_ASSIGN_OR_RETURN(F.state,
+                            PoolBlock::allocate(pool_, L.state->size(), options_.huge_pages,
+                                                "compressor state" + where));
+      std::memcpy(F.state->mutable_data(), L.state->data(), L.state->size());
+    }
+  }
+  for (const auto& [pos, cp] : checkpoints_) {
+    DSV4_CHECK(cp->bytes == 0 || cp->captured == n_layers());  // none half-captured
+    c.checkpoints_.emplace(pos, cp);
+  }
+  return c;
+}
+
 Status SequenceCache::grow(Stream& s, int64_t records, const std::string& what) {
   while (static_cast<int64_t>(s.blocks.size()) * s.block_records < records) {
-    DSV4_ASSIGN_OR_RETURN(
-        PoolBlock b,
-        PoolBlock::allocate(*pool_, s.record_bytes * static_cast<uint64_t>(s.block_records), what));
+    DSV4_ASSIGN_OR_RETURN(auto b,
+                          PoolBlock::allocate(pool_, s.block_bytes(), options_.huge_pages, what));
     s.blocks.push_back(std::move(b));
   }
+  return ok_status();
+}
+
+Status SequenceCache::make_private(Stream& s, size_t b, const std::string& what) {
+  std::shared_ptr<PoolBlock>& blk = s.blocks[b];
+  if (held_alone(blk) && !blk->read_only() && blk->size() == s.block_bytes()) return ok_status();
+  DSV4_ASSIGN_OR_RETURN(auto copy, PoolBlock::allocate(pool_, s.block_bytes(), options_.huge_pages,
+                                                       what + " (copy-on-write)"));
+  std::memcpy(copy->mutable_data(), blk->data(), std::min(blk->size(), copy->size()));
+  blk = std::move(copy);  // drops our reference to the shared block
   return ok_status();
 }
 
@@ -203,12 +375,23 @@ Status SequenceCache::reserve(int64_t n_tokens) {
   for (size_t i = 0; i < layers_.size(); ++i) {
     Layer& L = layers_[i];
     const std::string where = " of layer " + std::to_string(i);
-    if (n_tokens > 0) DSV4_RETURN_IF_ERROR(grow(L.window, 1, "window ring" + where));
+    if (n_tokens > 0) {
+      DSV4_RETURN_IF_ERROR(grow(L.window, 1, "window ring" + where));
+      if (n_tokens > L.window_end)
+        DSV4_RETURN_IF_ERROR(make_private(L.window, 0, "window ring" + where));
+    }
     const int64_t r = L.layout.compress_ratio;
-    if (r > 0) {
-      DSV4_RETURN_IF_ERROR(grow(L.entries, n_tokens / r, "compressed entries" + where));
-      if (L.layout.indexer_ratio > 0)
-        DSV4_RETURN_IF_ERROR(grow(L.index_keys, n_tokens / r, "indexer keys" + where));
+    if (r == 0) continue;
+    for (auto [s, name] :
+         {std::pair{&L.entries, "compressed entries"}, {&L.index_keys, "indexer keys"}}) {
+      if (s == &L.index_keys && L.layout.indexer_ratio == 0) continue;
+      const int64_t target = n_tokens / r;
+      if (target <= s->count) continue;
+      // The next append lands in block count / block_records; if that block exists (a partial
+      // last block, or one reserved earlier) it must be ours alone before anything is written.
+      const auto b = static_cast<size_t>(s->count / s->block_records);
+      if (b < s->blocks.size()) DSV4_RETURN_IF_ERROR(make_private(*s, b, name + where));
+      DSV4_RETURN_IF_ERROR(grow(*s, target, name + where));
     }
   }
   return ok_status();
@@ -237,72 +420,116 @@ void SequenceCache::read_row(const Layer& L, int64_t dim, const uint8_t* rec, fl
 }
 
 void SequenceCache::write_window(int layer, int64_t pos, const float* row) {
+  DSV4_CHECK(layer >= 0 && layer < n_layers());
   Layer& L = layers_[static_cast<size_t>(layer)];
   DSV4_CHECK(!L.window.blocks.empty() && pos >= 0);
-  write_row(L, L.window.record_bytes, L.head_dim, row, L.window.at(pos % L.layout.window), false);
+  write_row(L, L.window.record_bytes, L.head_dim, row, L.window.writable_at(pos % L.layout.window),
+            false);
   L.window_filled = std::max(L.window_filled, std::min(pos + 1, L.layout.window));
+  L.window_end = std::max(L.window_end, pos + 1);
+}
+
+const uint8_t* SequenceCache::window_record(int layer, int64_t pos) const {
+  const Layer& L = layer_at(layer);
+  DSV4_CHECK(!L.window.blocks.empty() && pos < L.window_end &&
+             pos >= L.window_end - L.window_filled && pos >= 0);
+  return L.window.at(pos % L.layout.window);
 }
 
 void SequenceCache::read_window(int layer, int64_t pos, float* row) const {
-  const Layer& L = layers_[static_cast<size_t>(layer)];
-  DSV4_CHECK(!L.window.blocks.empty() && pos >= 0);
-  read_row(L, L.head_dim, L.window.at(pos % L.layout.window), row, false);
+  read_row(layer_at(layer), layer_at(layer).head_dim, window_record(layer, pos), row, false);
 }
 
 int64_t SequenceCache::n_entries(int layer) const {
-  return layers_[static_cast<size_t>(layer)].entries.count;
+  return layer_at(layer).entries.count;
 }
 
 void SequenceCache::append_entry(int layer, const float* row) {
+  DSV4_CHECK(layer >= 0 && layer < n_layers());
   Layer& L = layers_[static_cast<size_t>(layer)];
   Stream& s = L.entries;
   DSV4_CHECK(s.count < static_cast<int64_t>(s.blocks.size()) * s.block_records);  // reserve()
-  write_row(L, s.record_bytes, L.head_dim, row, s.at(s.count), false);
+  write_row(L, s.record_bytes, L.head_dim, row, s.writable_at(s.count), false);
   ++s.count;
+}
+
+const uint8_t* SequenceCache::entry_record(int layer, int64_t i) const {
+  const Stream& s = layer_at(layer).entries;
+  DSV4_CHECK(i >= 0 && i < s.count);
+  return s.at(i);
 }
 
 void SequenceCache::read_entry(int layer, int64_t index, float* row) const {
-  const Layer& L = layers_[static_cast<size_t>(layer)];
-  DSV4_CHECK(index >= 0 && index < L.entries.count);
-  read_row(L, L.head_dim, L.entries.at(index), row, false);
+  const Layer& L = layer_at(layer);
+  read_row(L, L.head_dim, entry_record(layer, index), row, false);
 }
 
 int64_t SequenceCache::n_index_keys(int layer) const {
-  return layers_[static_cast<size_t>(layer)].index_keys.count;
+  return layer_at(layer).index_keys.count;
 }
 
 void SequenceCache::append_index_key(int layer, const float* key) {
+  DSV4_CHECK(layer >= 0 && layer < n_layers());
   Layer& L = layers_[static_cast<size_t>(layer)];
   Stream& s = L.index_keys;
   DSV4_CHECK(s.count < static_cast<int64_t>(s.blocks.size()) * s.block_records);  // reserve()
-  write_row(L, s.record_bytes, L.index_dim, key, s.at(s.count), true);
+  write_row(L, s.record_bytes, L.index_dim, key, s.writable_at(s.count), true);
   ++s.count;
 }
 
+const uint8_t* SequenceCache::index_key_record(int layer, int64_t i) const {
+  const Stream& s = layer_at(layer).index_keys;
+  DSV4_CHECK(i >= 0 && i < s.count);
+  return s.at(i);
+}
+
 void SequenceCache::read_index_keys(int layer, int64_t first, int64_t n, float* out) const {
-  const Layer& L = layers_[static_cast<size_t>(layer)];
+  const Layer& L = layer_at(layer);
   DSV4_CHECK(first >= 0 && n >= 0 && first + n <= L.index_keys.count);
   for (int64_t i = 0; i < n; ++i)
     read_row(L, L.index_dim, L.index_keys.at(first + i), out + i * L.index_dim, true);
 }
 
+uint64_t SequenceCache::window_record_bytes(int layer) const {
+  return layer_at(layer).window.record_bytes;
+}
+
+uint64_t SequenceCache::entry_record_bytes(int layer) const {
+  return layer_at(layer).entries.record_bytes;
+}
+
+uint64_t SequenceCache::index_key_record_bytes(int layer) const {
+  const Layer& L = layer_at(layer);
+  return L.layout.indexer_ratio > 0 ? L.index_keys.record_bytes : 0;
+}
+
+int64_t SequenceCache::entry_run(int layer, int64_t first, const uint8_t** data) const {
+  return layer_at(layer).entries.run(first, data);
+}
+
+int64_t SequenceCache::index_key_run(int layer, int64_t first, const uint8_t** data) const {
+  return layer_at(layer).index_keys.run(first, data);
+}
+
 CompressorStateView SequenceCache::compressor_state(int layer, Compressor which) {
-  Layer& L = layers_[static_cast<size_t>(layer)];
-  const CompressorStateView& v = which == Compressor::kv ? L.kv_state : L.index_state;
-  DSV4_CHECK(v.kv != nullptr);
-  return v;
+  const Layer& L = layer_at(layer);
+  return state_view(L, which == Compressor::kv ? L.kv_state : L.index_state);
 }
 
 LayerUsage SequenceCache::usage(int layer) const {
-  const Layer& L = layers_[static_cast<size_t>(layer)];
+  const Layer& L = layer_at(layer);
   LayerUsage u;
   u.allocated.window = static_cast<uint64_t>(L.window_filled) * L.window.record_bytes;
   u.allocated.compressed = static_cast<uint64_t>(L.entries.count) * L.entries.record_bytes;
   u.allocated.indexer = static_cast<uint64_t>(L.index_keys.count) * L.index_keys.record_bytes;
-  u.allocated.compressor_state = L.state.size();
+  u.allocated.compressor_state = L.state ? L.state->size() : 0;
+  auto add = [&u](const std::shared_ptr<PoolBlock>& b) {
+    u.reserved += b->size();
+    if (b.use_count() > 1 || b->read_only()) u.shared += b->size();
+  };
   for (const Stream* s : {&L.window, &L.entries, &L.index_keys})
-    for (const PoolBlock& b : s->blocks) u.reserved += b.size();
-  u.reserved += L.state.size();
+    for (const auto& b : s->blocks) add(b);
+  if (L.state) add(L.state);
   return u;
 }
 
@@ -324,47 +551,62 @@ uint64_t SequenceCache::reserved_bytes() const {
   return t;
 }
 
+uint64_t SequenceCache::shared_bytes() const {
+  uint64_t t = 0;
+  for (int l = 0; l < n_layers(); ++l) t += usage(l).shared;
+  return t;
+}
+
 // ------------------------------------------------------------------------------ checkpoints
 
 bool SequenceCache::checkpoint_due(int64_t pos) const {
   const int64_t k = options_.checkpoint_interval;
   if (k <= 0 || pos <= 0 || pos % k != 0) return false;
   const auto it = checkpoints_.find(pos);
-  return it == checkpoints_.end() || (it->second.bytes > 0 && it->second.captured < n_layers());
+  return it == checkpoints_.end() || (it->second->bytes > 0 && it->second->captured < n_layers());
+}
+
+uint64_t SequenceCache::checkpoint_size() const {
+  uint64_t bytes = 0;
+  for (const Layer& L : layers_) {
+    bytes += L.window.record_bytes * static_cast<uint64_t>(L.layout.window);
+    for (const StateGeometry* g : {&L.kv_state, &L.index_state})
+      if (g->present && g->overlap) bytes += 2 * static_cast<uint64_t>(g->ratio * 2 * g->dim) * 4;
+  }
+  return bytes;
 }
 
 void SequenceCache::capture_checkpoint(int layer, int64_t pos) {
   DSV4_CHECK(checkpoint_due(pos));
-  Checkpoint& cp = checkpoints_[pos];
-  if (cp.ring.empty()) {
+  std::shared_ptr<CheckpointData>& slot = checkpoints_[pos];
+  if (slot == nullptr) {
     // First layer: size and charge the whole checkpoint. Without budget it is dropped (marked
     // by bytes == 0 and no layers); rewind then uses an earlier one.
-    uint64_t bytes = 0;
-    for (const Layer& L : layers_) {
-      bytes += L.window.record_bytes * static_cast<uint64_t>(L.layout.window);
-      for (const CompressorStateView* v : {&L.kv_state, &L.index_state})
-        if (v->kv != nullptr && v->overlap)
-          bytes += 2 * static_cast<uint64_t>(v->ratio * v->width) * 4;
-    }
-    cp.ring.resize(layers_.size());
-    cp.prev.resize(layers_.size());
+    slot = std::make_shared<CheckpointData>();
+    slot->pool = pool_;
+    slot->ring.resize(layers_.size());
+    slot->prev.resize(layers_.size());
+    const uint64_t bytes = checkpoint_size();
     if (!pool_->charge(bytes, "rewind checkpoint").ok()) return;
-    cp.bytes = bytes;
+    slot->bytes = bytes;
   }
+  CheckpointData& cp = *slot;
   if (cp.bytes == 0) return;
-  DSV4_CHECK(layer == cp.captured);  // layers in order, once each
+  DSV4_CHECK(slot.use_count() == 1);  // not shared while being captured
+  DSV4_CHECK(layer == cp.captured);   // layers in order, once each
   const Layer& L = layers_[static_cast<size_t>(layer)];
-  const uint8_t* ring = L.window.blocks.front().data();
+  const uint8_t* ring = L.window.blocks.front()->data();
   cp.ring[static_cast<size_t>(layer)].assign(
       ring, ring + L.window.record_bytes * static_cast<uint64_t>(L.layout.window));
   std::vector<float>& prev = cp.prev[static_cast<size_t>(layer)];
-  for (const CompressorStateView* v : {&L.kv_state, &L.index_state}) {
-    if (v->kv == nullptr || !v->overlap) continue;
-    DSV4_CHECK(pos % v->ratio == 0);
-    const int64_t w = pos / v->ratio - 1;  // the previous (last complete) window
-    const size_t n = static_cast<size_t>(v->ratio * v->width);
-    prev.insert(prev.end(), v->kv_row(w, 0), v->kv_row(w, 0) + n);
-    prev.insert(prev.end(), v->gate_row(w, 0), v->gate_row(w, 0) + n);
+  for (const StateGeometry* g : {&L.kv_state, &L.index_state}) {
+    if (!g->present || !g->overlap) continue;
+    const CompressorStateView v = state_view(L, *g);
+    DSV4_CHECK(pos % v.ratio == 0);
+    const int64_t w = pos / v.ratio - 1;  // the previous (last complete) window
+    const size_t n = static_cast<size_t>(v.ratio * v.width);
+    prev.insert(prev.end(), v.kv_row(w, 0), v.kv_row(w, 0) + n);
+    prev.insert(prev.end(), v.gate_row(w, 0), v.gate_row(w, 0) + n);
   }
   ++cp.captured;
 }
@@ -372,53 +614,62 @@ void SequenceCache::capture_checkpoint(int layer, int64_t pos) {
 int64_t SequenceCache::checkpoint_at_or_before(int64_t pos) const {
   for (auto it = checkpoints_.upper_bound(pos); it != checkpoints_.begin();) {
     --it;
-    if (it->second.bytes > 0 && it->second.captured == n_layers()) return it->first;
+    if (it->second->bytes > 0 && it->second->captured == n_layers()) return it->first;
   }
   return 0;
+}
+
+std::vector<int64_t> SequenceCache::checkpoint_positions() const {
+  std::vector<int64_t> v;
+  for (const auto& [pos, cp] : checkpoints_)
+    if (cp->bytes > 0 && cp->captured == n_layers()) v.push_back(pos);
+  return v;
 }
 
 void SequenceCache::restore(int64_t s) {
   DSV4_CHECK(s >= 0);
   const auto cp_it = checkpoints_.find(s);
-  DSV4_CHECK(s == 0 || (cp_it != checkpoints_.end() && cp_it->second.bytes > 0 &&
-                        cp_it->second.captured == n_layers()));
+  DSV4_CHECK(s == 0 || (cp_it != checkpoints_.end() && cp_it->second->bytes > 0 &&
+                        cp_it->second->captured == n_layers()));
   for (size_t i = 0; i < layers_.size(); ++i) {
     Layer& L = layers_[i];
     const int64_t r = L.layout.compress_ratio;
     for (Stream* st : {&L.entries, &L.index_keys}) {
       if (r == 0 || st->block_records == 0) continue;
       st->count = std::min(st->count, s / r);
+      // A kept partial block may be shared: the next reserve() copies it before appending.
       const auto keep =
           static_cast<size_t>((st->count + st->block_records - 1) / st->block_records);
       if (st->blocks.size() > keep) st->blocks.resize(keep);
     }
     L.window_filled = std::min(s, L.layout.window);
+    L.window_end = s;
     if (s == 0) {
       L.window.blocks.clear();
       continue;
     }
-    const Checkpoint& cp = cp_it->second;
+    const CheckpointData& cp = *cp_it->second;
     const std::vector<uint8_t>& ring = cp.ring[i];
-    std::memcpy(L.window.blocks.front().data(), ring.data(), ring.size());
+    std::shared_ptr<PoolBlock>& rb = L.window.blocks.front();
+    DSV4_CHECK(held_alone(rb) && rb->size() >= ring.size());  // rings are never shared
+    std::memcpy(rb->mutable_data(), ring.data(), ring.size());
     const float* src = cp.prev[i].data();
-    for (const CompressorStateView* v : {&L.kv_state, &L.index_state}) {
-      if (v->kv == nullptr || !v->overlap) continue;
-      const int64_t w = s / v->ratio - 1;
-      const size_t n = static_cast<size_t>(v->ratio * v->width);
-      std::memcpy(v->kv_row(w, 0), src, n * 4);
-      std::memcpy(v->gate_row(w, 0), src + n, n * 4);
+    for (const StateGeometry* g : {&L.kv_state, &L.index_state}) {
+      if (!g->present || !g->overlap) continue;
+      const CompressorStateView v = state_view(L, *g);
+      const int64_t w = s / v.ratio - 1;
+      const size_t n = static_cast<size_t>(v.ratio * v.width);
+      std::memcpy(v.kv_row(w, 0), src, n * 4);
+      std::memcpy(v.gate_row(w, 0), src + n, n * 4);
       src += 2 * n;
     }
   }
-  for (auto it = checkpoints_.upper_bound(s); it != checkpoints_.end();) {
-    if (it->second.bytes > 0) pool_->uncharge(it->second.bytes);
-    it = checkpoints_.erase(it);
-  }
+  checkpoints_.erase(checkpoints_.upper_bound(s), checkpoints_.end());
 }
 
 uint64_t SequenceCache::checkpoint_bytes() const {
   uint64_t t = 0;
-  for (const auto& [pos, cp] : checkpoints_) t += cp.bytes;
+  for (const auto& [pos, cp] : checkpoints_) t += cp->bytes;
   return t;
 }
 

@@ -239,7 +239,67 @@ void hadamard_f32(float* x, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] *= scale;
 }
 
+// RecordRuns over every entry (or indexer key) `layer` holds; `runs` receives the run pointers.
+// The cache's blocks all hold the same number of records (kv/cache.h), so every run but the
+// last is full.
+RecordRuns record_runs(const kv::SequenceCache& C, int layer, bool index_keys,
+                       std::vector<const uint8_t*>& runs) {
+  const int64_t count = index_keys ? C.n_index_keys(layer) : C.n_entries(layer);
+  RecordRuns r;
+  r.record_bytes = index_keys ? C.index_key_record_bytes(layer) : C.entry_record_bytes(layer);
+  r.count = static_cast<size_t>(count);
+  runs.clear();
+  int64_t run = 0;
+  for (int64_t first = 0; first < count;) {
+    const uint8_t* data = nullptr;
+    const int64_t len =
+        index_keys ? C.index_key_run(layer, first, &data) : C.entry_run(layer, first, &data);
+    if (first == 0) run = len;
+    DSV4_CHECK(len >= 1 && (len == run || first + len == count));
+    runs.push_back(data);
+    first += len;
+  }
+  r.runs = runs.data();
+  r.run_records = static_cast<size_t>(std::max<int64_t>(run, 1));
+  return r;
+}
+
+// Sizes the sequence's attention workspace (official scheme) for `context` positions, chunks of
+// `chunk` tokens and `threads` workers: once per distinct layer shape, plus the run tables.
+void reserve_attention(const ModelConfig& c, const kv::SequenceCache& C, int64_t context,
+                       size_t chunk, int threads, AttentionWorkspace& aw) {
+  if (context <= aw.context && chunk <= aw.chunk_tokens && threads <= aw.threads) return;
+  aw.context = std::max(aw.context, context);
+  aw.chunk_tokens = std::max(aw.chunk_tokens, chunk);
+  aw.threads = std::max(aw.threads, threads);
+  bool done[3] = {false, false, false};
+  size_t max_runs = 0;
+  for (int l = 0; l < C.n_layers(); ++l) {
+    const AttnLayerShape shape = AttnLayerShape::of_layer(c, l);
+    const size_t kind = shape.indexer ? 2 : shape.ratio > 0 ? 1 : 0;
+    if (!done[kind]) aw.exec.reserve(shape, aw.chunk_tokens, aw.context, aw.threads);
+    done[kind] = true;
+    if (shape.ratio == 0) continue;
+    const size_t n = shape.visible_entries(aw.context - 1);
+    const int64_t per_block = kv::stream_block_records(C.options(), C.entry_record_bytes(l));
+    max_runs = std::max(max_runs, n / static_cast<size_t>(per_block) + 2);
+    if (shape.indexer) {
+      const int64_t per_key_block =
+          kv::stream_block_records(C.options(), C.index_key_record_bytes(l));
+      aw.key_runs.reserve(n / static_cast<size_t>(per_key_block) + 2);
+    }
+  }
+  aw.entry_runs.reserve(max_runs);
+  aw.window_run.reserve(1);
+}
+
 }  // namespace
+
+uint64_t AttentionWorkspace::bytes() const {
+  return exec.workspace_bytes() +
+         (window_run.capacity() + entry_runs.capacity() + key_runs.capacity()) *
+             sizeof(const uint8_t*);
+}
 
 Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& state, ThreadPool& pool,
                             float* logits, bool all_logits, const LayerObserver& observer) const {
@@ -267,6 +327,13 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
   // Every block this chunk's records need, before anything changes (out_of_memory is clean).
   DSV4_RETURN_IF_ERROR(C.reserve(pos0 + static_cast<int64_t>(T)));
   const bool official = C.scheme() == kv::Scheme::official;
+  if (official) {
+    if (!state.attn) state.attn = std::make_unique<AttentionWorkspace>();
+    const int64_t context = std::max<int64_t>(
+        pos0 + static_cast<int64_t>(T),
+        std::clamp<int64_t>(c.max_position_embeddings, 1, AttentionWorkspace::kMaxReservedContext));
+    reserve_attention(c, C, context, std::max(chunk_tokens_, T), nthreads, *state.attn);
+  }
 
   Work wk;
   resize(wk.streams, T * hc * D);
@@ -350,23 +417,24 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
     }
     resize(wk.attn, T * H * hd);
 
-    for (size_t t = 0; t < T; ++t) {
+    // Per token: q (per-head weightless RMSNorm, RoPE on each head's trailing rd channels) and
+    // the kv row (RMSNorm, RoPE), in place.
+    auto prepare_token = [&](size_t t) {
       const int64_t pos = pos0 + static_cast<int64_t>(t);
       float cs[256], sn[256];
       DSV4_CHECK(rd / 2 <= 256);
       rope.cos_sin(pos, cs, sn);
-      // q: per-head weightless RMSNorm, then RoPE on each head's trailing rd channels.
       float* q = &wk.q[t * H * hd];
       for (size_t h = 0; h < H; ++h) k::rmsnorm_f32(q + h * hd, nullptr, q + h * hd, hd, eps);
       k::rope_interleaved_f32(q + hd - rd, H, hd, cs, sn, rd, k::RopeDir::forward);
-      // kv: RMSNorm (weighted), RoPE, into the window ring.
       float* kvr = &wk.kv[t * hd];
       k::rmsnorm_f32(kvr, A.kv_norm.data(), kvr, hd, eps);
       k::rope_interleaved_f32(kvr + hd - rd, 1, hd, cs, sn, rd, k::RopeDir::forward);
-      if (C.checkpoint_due(pos)) C.capture_checkpoint(li, pos);
-      C.write_window(li, pos, kvr);
-      // Compressors see this token before its query attends (an entry whose window ends at
-      // `pos` is visible to `pos`).
+    };
+    // Per token: the compressors see it (an entry whose window ends at `pos` is visible to
+    // `pos`); completed entries and indexer keys are appended.
+    auto compress_token = [&](size_t t) {
+      const int64_t pos = pos0 + static_cast<int64_t>(t);
       if (A.compressor) {
         const size_t width = static_cast<size_t>(A.compressor->width());
         entry.resize(hd);
@@ -384,76 +452,140 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
           C.append_index_key(li, entry.data());
         }
       }
+    };
+    // The indexer query of token t at `pos`: RoPE; under `official` also the Hadamard rotation
+    // the stored keys got. Returns the head weights (weights_proj * ihd^-1/2 * ih^-1/2) in wts.
+    const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(ih)) /
+                                            std::sqrt(static_cast<double>(ihd)));
+    auto prepare_index_query = [&](size_t t, float* wts) {
+      const int64_t pos = pos0 + static_cast<int64_t>(t);
+      float* iq = &wk.iq[t * ih * ihd];
+      float cs2[256], sn2[256];
+      rope_compress_.cos_sin(pos, cs2, sn2);
+      k::rope_interleaved_f32(iq + ihd - rd, ih, ihd, cs2, sn2, rd, k::RopeDir::forward);
+      if (official)
+        for (size_t h = 0; h < ih; ++h) hadamard_f32(iq + h * ihd, ihd);
+      for (size_t h = 0; h < ih; ++h) wts[h] = wk.iw[t * ih + h] * wscale;
+    };
+    // Undo the values' rotation on the output's rope slice (rotate by -pos).
+    auto finish_token = [&](size_t t) {
+      const int64_t pos = pos0 + static_cast<int64_t>(t);
+      float cs[256], sn[256];
+      rope.cos_sin(pos, cs, sn);
+      k::rope_interleaved_f32(&wk.attn[t * H * hd] + hd - rd, H, hd, cs, sn, rd,
+                              k::RopeDir::inverse);
+    };
 
-      // Gather this query's keys: the window (oldest first), then compressed entries.
-      const size_t n_win = static_cast<size_t>(std::min<int64_t>(pos + 1, static_cast<int64_t>(W)));
-      size_t n_comp = 0;
-      selected.clear();
-      if (A.type == AttentionType::heavily_compressed_attention) {
-        n_comp = static_cast<size_t>(C.n_entries(li));
-      } else if (A.indexer && C.n_index_keys(li) > 0) {
-        // Lightning indexer: score every complete entry, keep the top index_topk.
-        const size_t n_entries = static_cast<size_t>(C.n_index_keys(li));
-        DSV4_CHECK(C.n_entries(li) == C.n_index_keys(li));
-        float* iq = &wk.iq[t * ih * ihd];
-        float cs2[256], sn2[256];
-        rope_compress_.cos_sin(pos, cs2, sn2);
-        k::rope_interleaved_f32(iq + ihd - rd, ih, ihd, cs2, sn2, rd, k::RopeDir::forward);
-        // The stored keys are Hadamard-rotated under `official`: rotate the queries alike.
-        if (official)
-          for (size_t h = 0; h < ih; ++h) hadamard_f32(iq + h * ihd, ihd);
-        float wts[1024];
-        DSV4_CHECK(ih <= 1024);
-        const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(ih)) /
-                                                std::sqrt(static_cast<double>(ihd)));
-        for (size_t h = 0; h < ih; ++h) wts[h] = wk.iw[t * ih + h] * wscale;
-        scores.resize(n_entries);
-        // Keys are read (dequantized) a bounded run at a time; each score depends on its own
-        // key only, so the runs give the same scores as one call over all keys.
-        constexpr size_t kKeyRun = 256;
-        key_block.resize(kKeyRun * ihd);
-        for (size_t e0 = 0; e0 < n_entries; e0 += kKeyRun) {
-          const size_t n = std::min(kKeyRun, n_entries - e0);
-          C.read_index_keys(li, static_cast<int64_t>(e0), static_cast<int64_t>(n),
-                            key_block.data());
-          k::indexer_scores_f32(iq, wts, ih, ihd, key_block.data(), n, scores.data() + e0);
+    if (official) {
+      // In place on the FP8/FP4 records (attention_exec.h). Segments end where a rewind
+      // checkpoint is due: it copies the ring and the compressors' previous window as they are
+      // before that position, so the segment's compressors must not run ahead of it.
+      AttentionWorkspace& aw = *state.attn;
+      const AttnLayerShape shape = AttnLayerShape::of_layer(c, li);
+      for (size_t s0 = 0; s0 < T;) {
+        size_t s1 = s0 + 1;
+        while (s1 < T && !C.checkpoint_due(pos0 + static_cast<int64_t>(s1))) ++s1;
+        const int64_t ps = pos0 + static_cast<int64_t>(s0);
+        if (C.checkpoint_due(ps)) C.capture_checkpoint(li, ps);
+        for (size_t t = s0; t < s1; ++t) {
+          prepare_token(t);
+          compress_token(t);
         }
-        n_comp = std::min(n_entries, static_cast<size_t>(c.index_topk));
-        selected.resize(n_comp);
-        k::topk_f32(scores.data(), n_entries, n_comp, selected.data(), &topk_scratch);
+        LayerRecords recs;
+        if (shape.indexer) {
+          for (size_t t = s0; t < s1; ++t) prepare_index_query(t, &wk.iw[t * ih]);
+          recs.index_keys = record_runs(C, li, true, aw.key_runs);
+          aw.exec.select_chunk(shape, recs.index_keys, ps, s1 - s0, &wk.iq[s0 * ih * ihd],
+                               &wk.iw[s0 * ih], pool);
+        }
+        if (shape.ratio > 0) recs.entries = record_runs(C, li, false, aw.entry_runs);
+        for (size_t t = s0; t < s1; ++t) {
+          const int64_t pos = pos0 + static_cast<int64_t>(t);
+          C.write_window(li, pos, &wk.kv[t * hd]);
+          // The ring is one block: slot 0 holds the latest position <= pos that is 0 mod W.
+          aw.window_run.assign(1, C.window_record(li, pos - pos % static_cast<int64_t>(W)));
+          recs.window = {aw.window_run.data(), W, static_cast<size_t>(C.window_record_bytes(li)),
+                         W};
+          aw.exec.attend_token(shape, recs, pos, &wk.q[t * H * hd],
+                               shape.indexer ? aw.exec.selected(t - s0)
+                                             : std::span<const int32_t>{},
+                               A.sink.data(), &wk.attn[t * H * hd], pool);
+          finish_token(t);
+        }
+        s0 = s1;
       }
-      const size_t n_keys = n_win + n_comp;
-      keys.resize(n_keys * hd);
-      for (size_t i = 0; i < n_win; ++i) {
-        const int64_t p = pos + 1 - static_cast<int64_t>(n_win) + static_cast<int64_t>(i);
-        C.read_window(li, p, &keys[i * hd]);
-      }
-      for (size_t i = 0; i < n_comp; ++i) {
-        const size_t e = selected.empty() ? i : static_cast<size_t>(selected[i]);
-        C.read_entry(li, static_cast<int64_t>(e), &keys[(n_win + i) * hd]);
-      }
+    } else {
+      // Exact f32 path (the transformers reference): rows read back as f32, per-head softmax.
+      for (size_t t = 0; t < T; ++t) {
+        const int64_t pos = pos0 + static_cast<int64_t>(t);
+        prepare_token(t);
+        if (C.checkpoint_due(pos)) C.capture_checkpoint(li, pos);
+        C.write_window(li, pos, &wk.kv[t * hd]);
+        compress_token(t);
+        const float* q = &wk.q[t * H * hd];
 
-      // Per-head attention with the sink; K = V.
-      const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-      float* out = &wk.attn[t * H * hd];
-      pool.parallel_for(0, H, 1, [&](size_t hb, size_t he, int ti) {
-        std::vector<float>& p = thread_scratch[static_cast<size_t>(ti)];
-        if (p.size() < n_keys) p.resize(n_keys);
-        for (size_t h = hb; h < he; ++h) {
-          const float* qh = q + h * hd;
-          for (size_t j = 0; j < n_keys; ++j) p[j] = dot(qh, &keys[j * hd], hd) * scale;
-          k::softmax_sink_f32(p.data(), p.data(), n_keys, A.sink[h]);
-          float* oh = out + h * hd;
-          std::fill(oh, oh + hd, 0.f);
-          for (size_t j = 0; j < n_keys; ++j) {
-            const float pj = p[j];
-            const float* kj = &keys[j * hd];
-            for (size_t d = 0; d < hd; ++d) oh[d] += pj * kj[d];
+        // Gather this query's keys: the window (oldest first), then compressed entries.
+        const size_t n_win =
+            static_cast<size_t>(std::min<int64_t>(pos + 1, static_cast<int64_t>(W)));
+        size_t n_comp = 0;
+        selected.clear();
+        if (A.type == AttentionType::heavily_compressed_attention) {
+          n_comp = static_cast<size_t>(C.n_entries(li));
+        } else if (A.indexer && C.n_index_keys(li) > 0) {
+          // Lightning indexer: score every complete entry, keep the top index_topk.
+          const size_t n_entries = static_cast<size_t>(C.n_index_keys(li));
+          DSV4_CHECK(C.n_entries(li) == C.n_index_keys(li));
+          float wts[1024];
+          DSV4_CHECK(ih <= 1024);
+          prepare_index_query(t, wts);
+          const float* iq = &wk.iq[t * ih * ihd];
+          scores.resize(n_entries);
+          // Keys are read (dequantized) a bounded run at a time; each score depends on its own
+          // key only, so the runs give the same scores as one call over all keys.
+          constexpr size_t kKeyRun = 256;
+          key_block.resize(kKeyRun * ihd);
+          for (size_t e0 = 0; e0 < n_entries; e0 += kKeyRun) {
+            const size_t n = std::min(kKeyRun, n_entries - e0);
+            C.read_index_keys(li, static_cast<int64_t>(e0), static_cast<int64_t>(n),
+                              key_block.data());
+            k::indexer_scores_f32(iq, wts, ih, ihd, key_block.data(), n, scores.data() + e0);
           }
+          n_comp = std::min(n_entries, static_cast<size_t>(c.index_topk));
+          selected.resize(n_comp);
+          k::topk_f32(scores.data(), n_entries, n_comp, selected.data(), &topk_scratch);
         }
-      });
-      // Undo the values' rotation on the output's rope slice (rotate by -pos).
-      k::rope_interleaved_f32(out + hd - rd, H, hd, cs, sn, rd, k::RopeDir::inverse);
+        const size_t n_keys = n_win + n_comp;
+        keys.resize(n_keys * hd);
+        for (size_t i = 0; i < n_win; ++i) {
+          const int64_t p = pos + 1 - static_cast<int64_t>(n_win) + static_cast<int64_t>(i);
+          C.read_window(li, p, &keys[i * hd]);
+        }
+        for (size_t i = 0; i < n_comp; ++i) {
+          const size_t e = selected.empty() ? i : static_cast<size_t>(selected[i]);
+          C.read_entry(li, static_cast<int64_t>(e), &keys[(n_win + i) * hd]);
+        }
+
+        // Per-head attention with the sink; K = V.
+        const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+        float* out = &wk.attn[t * H * hd];
+        pool.parallel_for(0, H, 1, [&](size_t hb, size_t he, int ti) {
+          std::vector<float>& p = thread_scratch[static_cast<size_t>(ti)];
+          if (p.size() < n_keys) p.resize(n_keys);
+          for (size_t h = hb; h < he; ++h) {
+            const float* qh = q + h * hd;
+            for (size_t j = 0; j < n_keys; ++j) p[j] = dot(qh, &keys[j * hd], hd) * scale;
+            k::softmax_sink_f32(p.data(), p.data(), n_keys, A.sink[h]);
+            float* oh = out + h * hd;
+            std::fill(oh, oh + hd, 0.f);
+            for (size_t j = 0; j < n_keys; ++j) {
+              const float pj = p[j];
+              const float* kj = &keys[j * hd];
+              for (size_t d = 0; d < hd; ++d) oh[d] += pj * kj[d];
+            }
+          }
+        });
+        finish_token(t);
+      }
     }
 
     // Grouped low-rank output projection: group g of the heads' outputs -> o_lora_rank dims.

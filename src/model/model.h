@@ -13,10 +13,16 @@
 // checkpoint weights).
 //
 // Invariants: a SequenceState belongs to one Model (same config); positions are implicit
-// (state.n_tokens). With Scheme::official the window rows and compressed entries are read back
-// FP8-rounded and the indexer keys FP4-rounded (after a Hadamard rotation applied to keys and
-// queries alike, as DeepSeek's inference code does), so logits differ from the f32 reference by
-// the rounding (docs/kv-storage.md). Non-goals here: MTP, batching several sequences.
+// (state.n_tokens). Scheme::f32 dequantizes nothing and matches the reference. With
+// Scheme::official attention runs in place on the FP8 window rows / compressed entries and the
+// FP4 indexer keys (model/attention_exec.h, issue #6), with DeepSeek's inference numerics: keys
+// and indexer queries Hadamard-rotated, the indexer query FP4-quantized (fp4_act_quant), the
+// attention query rounded to bf16 — so logits differ from the f32 reference by the rounding
+// (docs/kv-storage.md). Per layer and chunk the official path runs every token's compressors
+// first (entries and indexer keys are append-only), then the indexer top-k of the whole chunk,
+// then per token in order: window row, attention (the ring keeps only the last W rows); a
+// rewind checkpoint due inside a chunk splits it there. Non-goals here: MTP, batching several
+// sequences.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +38,7 @@
 #include "formats/safetensors.h"
 #include "kernels/ops.h"
 #include "kv/cache.h"
+#include "model/attention_exec.h"
 #include "model/weights.h"
 
 namespace dsv4::model {
@@ -39,10 +46,26 @@ namespace dsv4::model {
 // One sequence: its tokens and its KV cache (src/kv/cache.h: window rings, compressed entries,
 // indexer keys, compressor state, rewind checkpoints) in the storage scheme chosen at
 // new_sequence(): f32 (exact, the default) or official (FP8/FP4 records, quantized on write).
+// Transient buffers of the in-place attention (Scheme::official; model/attention_exec.h): made
+// by the first forward() of a sequence and sized once for max_position_embeddings (at most
+// kMaxReservedContext), the chunk size and the pool's threads, so decoding allocates nothing.
+struct AttentionWorkspace {
+  static constexpr int64_t kMaxReservedContext = int64_t{1} << 22;
+  AttentionExec exec;
+  std::vector<const uint8_t*> window_run, entry_runs, key_runs;  // the current layer's RecordRuns
+  int64_t context = 0;                                           // what exec is reserved for
+  size_t chunk_tokens = 0;
+  int threads = 0;
+  uint64_t bytes() const;  // exec.workspace_bytes() + the run tables
+};
+
 struct SequenceState {
   int64_t n_tokens = 0;
   std::vector<int32_t> tokens;
   kv::SequenceCache kv;
+  std::unique_ptr<AttentionWorkspace> attn;  // official scheme only; nullptr until forward()
+  // Transient attention bytes held for this sequence (0 before the first official forward()).
+  uint64_t attention_workspace_bytes() const { return attn ? attn->bytes() : 0; }
 };
 
 // Per-layer observation hook for diagnostics (dsv4 diff, tests):
