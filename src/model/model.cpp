@@ -45,8 +45,15 @@ void matvec_f32(const float* w, size_t rows, size_t cols, const float* x, float*
   }
 }
 
-// Scratch buffers of one forward chunk of T tokens (sized once per call).
-struct Work {
+void resize(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+}  // namespace
+
+// Activations of one forward chunk of T tokens. Kept by the SequenceState between calls and
+// grown to the largest chunk seen, so decoding reuses the buffers.
+struct ChunkWorkspace {
   std::vector<float> streams, streams_next;  // [T, hc, D]
   std::vector<float> pre, post, comb;        // [T, hc], [T, hc], [T, hc, hc]
   std::vector<float> collapsed, x;           // [T, D]
@@ -57,11 +64,22 @@ struct Work {
   std::vector<float> router, h1, h3, expert_x, expert_y;  // MoE
 };
 
-void resize(std::vector<float>& v, size_t n) {
-  if (v.size() < n) v.resize(n);
+void ChunkWorkspaceDeleter::operator()(ChunkWorkspace* w) const { delete w; }
+
+uint64_t SequenceState::transient_bytes() const {
+  uint64_t b = attention_workspace_bytes();
+  if (work) {
+    for (const std::vector<float>* v :
+         {&work->streams, &work->streams_next, &work->pre, &work->post, &work->comb,
+          &work->collapsed, &work->x, &work->q_res, &work->q, &work->kv, &work->ckv,
+          &work->cgate, &work->ikv, &work->igate, &work->iq, &work->iw, &work->attn, &work->oa,
+          &work->block_out, &work->router, &work->h1, &work->h3, &work->expert_x,
+          &work->expert_y})
+      b += v->capacity() * sizeof(float);
+  }
+  return b;
 }
 
-}  // namespace
 
 Result<std::unique_ptr<Model>> Model::load(const std::string& path, LoadOptions opts) {
   DSV4_ASSIGN_OR_RETURN(formats::ModelConfig cfg, formats::load_model_config(path));
@@ -335,7 +353,8 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
     reserve_attention(c, C, context, std::max(chunk_tokens_, T), nthreads, *state.attn);
   }
 
-  Work wk;
+  if (!state.work) state.work.reset(new ChunkWorkspace);
+  ChunkWorkspace& wk = *state.work;
   resize(wk.streams, T * hc * D);
   resize(wk.streams_next, T * hc * D);
   resize(wk.pre, T * hc);

@@ -59,13 +59,25 @@ struct AttentionWorkspace {
   uint64_t bytes() const;  // exec.workspace_bytes() + the run tables
 };
 
+// The activations of a forward chunk (model.cpp), kept between calls.
+struct ChunkWorkspace;
+struct ChunkWorkspaceDeleter {
+  void operator()(ChunkWorkspace* w) const;
+};
+
 struct SequenceState {
   int64_t n_tokens = 0;
   std::vector<int32_t> tokens;
   kv::SequenceCache kv;
   std::unique_ptr<AttentionWorkspace> attn;  // official scheme only; nullptr until forward()
+  std::unique_ptr<ChunkWorkspace, ChunkWorkspaceDeleter> work;  // nullptr until forward()
   // Transient attention bytes held for this sequence (0 before the first official forward()).
   uint64_t attention_workspace_bytes() const { return attn ? attn->bytes() : 0; }
+  // Working memory held besides the KV cache: the attention workspace plus the chunk's
+  // activations (bounded by the chunk size and the context the workspace was sized for, not by
+  // the tokens held). Small per-token temporaries (router scores, hyper-connection mixes) are
+  // not counted.
+  uint64_t transient_bytes() const;
 };
 
 // Per-layer observation hook for diagnostics (dsv4 diff, tests):

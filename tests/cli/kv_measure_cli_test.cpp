@@ -61,6 +61,11 @@ TEST_F(KvMeasureCli, ForwardPassPredictedEqualsAllocated) {
       ASSERT_FALSE(j.is_discarded()) << r.out;
       EXPECT_EQ(j["scheme"], scheme);
       expect_equal_everywhere(j, 8);
+      // A forward pass ran: its working memory (attention workspace + chunk activations) is
+      // reported for every context.
+      for (const json& c : j["contexts"]) {
+        EXPECT_GT(c["transient_bytes"].get<uint64_t>(), 0u) << c.dump();
+      }
     }
   }
 }

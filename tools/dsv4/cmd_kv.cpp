@@ -748,14 +748,21 @@ int run_measure(const Options& opt) {
     nlohmann::ordered_json c{{"tokens", n}};
     c.update(measured_json(*predicted, allocated, st->kv.reserved_bytes()));
     c["checkpoint_bytes"] = st->kv.checkpoint_bytes();
+    // Working memory besides the cache (attention workspace + chunk activations); 0 with
+    // --no-compute (no forward pass ran).
+    const uint64_t transient = st->transient_bytes();
+    c["transient_bytes"] = transient;
     if (!opt.json)
       std::printf(
           "\n%llu tokens: predicted %llu B, allocated %llu B (%s), reserved in blocks %llu B\n"
+          "  transient (attention workspace + chunk activations): %llu B%s\n"
           "  %-16s %6s %16s %16s\n",
           static_cast<unsigned long long>(n), static_cast<unsigned long long>(predicted->total()),
           static_cast<unsigned long long>(allocated.total()),
           allocated.total() == predicted->total() ? "equal" : "DIFFERENT",
-          static_cast<unsigned long long>(st->kv.reserved_bytes()), "layer type", "layers",
+          static_cast<unsigned long long>(st->kv.reserved_bytes()),
+          static_cast<unsigned long long>(transient),
+          opt.no_compute ? " (no forward pass: --no-compute)" : "", "layer type", "layers",
           "predicted B", "allocated B");
     nlohmann::ordered_json kinds = nlohmann::ordered_json::array();
     std::vector<kv::LayerKind> order;
