@@ -74,29 +74,18 @@ void attn_state_finish(const AttnState& st, const float* sink, float* out) {
 // ---------------------------------------------------------------------------------------------
 // Dispatch
 // ---------------------------------------------------------------------------------------------
-#define DSV4_DISPATCH_3(name, ...)       \
-  switch (active_isa()) {                \
-    case Isa::avx512:                    \
-      return name##_avx512(__VA_ARGS__); \
-    case Isa::avx2:                      \
-      return name##_avx2(__VA_ARGS__);   \
-    case Isa::ref:                       \
-      break;                             \
-  }                                      \
-  return name##_ref(__VA_ARGS__)
 
 void attend_v4_fp8(const float* q, size_t n_heads, V4RecordDims dims, const uint8_t* const* recs,
                    size_t n_keys, float scale, AttnState& st, AttnScratch* scratch) {
-  DSV4_DISPATCH_3(attend_v4_fp8, q, n_heads, dims, recs, n_keys, scale, st, scratch);
+  DSV4_DISPATCH_ISA(attend_v4_fp8, q, n_heads, dims, recs, n_keys, scale, st, scratch);
 }
 void attend_mla_bf16(const float* q, size_t n_heads, size_t key_dim, size_t value_dim,
                      const uint16_t* latents, size_t n_keys, float scale, AttnState& st,
                      AttnScratch* scratch) {
-  DSV4_DISPATCH_3(attend_mla_bf16, q, n_heads, key_dim, value_dim, latents, n_keys, scale, st,
+  DSV4_DISPATCH_ISA(attend_mla_bf16, q, n_heads, key_dim, value_dim, latents, n_keys, scale, st,
                   scratch);
 }
 
-#undef DSV4_DISPATCH_3
 
 // ---------------------------------------------------------------------------------------------
 // Public ISA variants: shape checks, scratch, then the raw bodies (x86/attention_avx*.cpp).

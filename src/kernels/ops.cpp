@@ -15,54 +15,43 @@
 
 namespace dsv4::kernels {
 
-// One switch per entry point: the active tier's variant, else the next lower one that exists.
-#define DSV4_DISPATCH_3(name, ...)       \
-  switch (active_isa()) {                \
-    case Isa::avx512:                    \
-      return name##_avx512(__VA_ARGS__); \
-    case Isa::avx2:                      \
-      return name##_avx2(__VA_ARGS__);   \
-    case Isa::ref:                       \
-      break;                             \
-  }                                      \
-  return name##_ref(__VA_ARGS__)
 
 void rmsnorm_f32(const float* x, const float* w, float* y, size_t n, float eps) {
-  DSV4_DISPATCH_3(rmsnorm_f32, x, w, y, n, eps);
+  DSV4_DISPATCH_ISA(rmsnorm_f32, x, w, y, n, eps);
 }
 float rms_inv_f32(const float* x, size_t n, float eps) {
-  DSV4_DISPATCH_3(rms_inv_f32, x, n, eps);
+  DSV4_DISPATCH_ISA(rms_inv_f32, x, n, eps);
 }
 void rope_interleaved_f32(float* x, size_t n_heads, size_t head_stride, const float* cos,
                           const float* sin, size_t rope_dim, RopeDir dir) {
-  DSV4_DISPATCH_3(rope_interleaved_f32, x, n_heads, head_stride, cos, sin, rope_dim, dir);
+  DSV4_DISPATCH_ISA(rope_interleaved_f32, x, n_heads, head_stride, cos, sin, rope_dim, dir);
 }
 void rope_halves_f32(float* x, size_t n_heads, size_t head_stride, const float* cos,
                      const float* sin, size_t rope_dim, RopeDir dir) {
   rope_halves_f32_ref(x, n_heads, head_stride, cos, sin, rope_dim, dir);
 }
 void softmax_f32(const float* x, float* y, size_t n) {
-  DSV4_DISPATCH_3(softmax_f32, x, y, n);
+  DSV4_DISPATCH_ISA(softmax_f32, x, y, n);
 }
 void softmax_sink_f32(const float* x, float* y, size_t n, float sink) {
-  DSV4_DISPATCH_3(softmax_sink_f32, x, y, n, sink);
+  DSV4_DISPATCH_ISA(softmax_sink_f32, x, y, n, sink);
 }
 void silu_f32(const float* x, float* y, size_t n) {
-  DSV4_DISPATCH_3(silu_f32, x, y, n);
+  DSV4_DISPATCH_ISA(silu_f32, x, y, n);
 }
 void swiglu_f32(const float* gate, const float* up, float* out, size_t n, float limit,
                 float scale) {
-  DSV4_DISPATCH_3(swiglu_f32, gate, up, out, n, limit, scale);
+  DSV4_DISPATCH_ISA(swiglu_f32, gate, up, out, n, limit, scale);
 }
 void router_scores_f32(const float* logits, float* scores, size_t n, ScoringFunc f) {
   if (f == ScoringFunc::softmax) return softmax_f32(logits, scores, n);
   router_scores_f32_ref(logits, scores, n, f);
 }
 void topk_f32(const float* x, size_t n, size_t k, int32_t* out, TopKScratch* scratch) {
-  DSV4_DISPATCH_3(topk_f32, x, n, k, out, scratch);
+  DSV4_DISPATCH_ISA(topk_f32, x, n, k, out, scratch);
 }
 void hadamard_f32(float* x, size_t n, float scale) {
-  DSV4_DISPATCH_3(hadamard_f32, x, n, scale);
+  DSV4_DISPATCH_ISA(hadamard_f32, x, n, scale);
 }
 void sinkhorn_f32(float* c, size_t hc, int iters, float eps) {
   sinkhorn_f32_ref(c, hc, iters, eps);
@@ -72,22 +61,21 @@ void hc_split_sinkhorn_f32(const float* mixes, const float* hc_scale, const floa
   hc_split_sinkhorn_f32_ref(mixes, hc_scale, hc_base, hc, iters, eps, pre, post, comb);
 }
 void hc_collapse_f32(const float* x, const float* pre, size_t hc, size_t dim, float* y) {
-  DSV4_DISPATCH_3(hc_collapse_f32, x, pre, hc, dim, y);
+  DSV4_DISPATCH_ISA(hc_collapse_f32, x, pre, hc, dim, y);
 }
 void hc_expand_f32(const float* block_out, const float* residual, const float* post,
                    const float* comb, size_t hc, size_t dim, float* y) {
-  DSV4_DISPATCH_3(hc_expand_f32, block_out, residual, post, comb, hc, dim, y);
+  DSV4_DISPATCH_ISA(hc_expand_f32, block_out, residual, post, comb, hc, dim, y);
 }
 void compress_pool_f32(const float* const* kv_rows, const float* const* score_rows, size_t n_slots,
                        size_t dim, float* out) {
-  DSV4_DISPATCH_3(compress_pool_f32, kv_rows, score_rows, n_slots, dim, out);
+  DSV4_DISPATCH_ISA(compress_pool_f32, kv_rows, score_rows, n_slots, dim, out);
 }
 void indexer_scores_f32(const float* q, const float* w, size_t n_heads, size_t dim, const float* k,
                         size_t n_keys, float* out) {
-  DSV4_DISPATCH_3(indexer_scores_f32, q, w, n_heads, dim, k, n_keys, out);
+  DSV4_DISPATCH_ISA(indexer_scores_f32, q, w, n_heads, dim, k, n_keys, out);
 }
 
-#undef DSV4_DISPATCH_3
 
 // ---------------------------------------------------------------------------------------------
 // RoPE frequencies and tables
