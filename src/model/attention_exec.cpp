@@ -25,6 +25,10 @@ struct KeyBlocks {
 KeyBlocks key_blocks(size_t n_keys) {
   KeyBlocks kb;
   if (n_keys == 0) return kb;
+  if (n_keys <= AttentionExec::kSmallKeys) {
+    kb.block = n_keys;
+    return kb;
+  }
   const size_t nb = std::clamp<size_t>(ceil_div(n_keys, AttentionExec::kMinBlockKeys), 1,
                                        AttentionExec::kMaxKeyBlocks);
   kb.block = ceil_div(n_keys, nb);
@@ -115,18 +119,24 @@ void AttentionExec::reserve(const AttnLayerShape& shape, size_t max_chunk_tokens
   grow(recs_, max_keys);
   const size_t groups = ceil_div(shape.n_heads, kHeadGroup);
   grow(states_, groups * kMaxKeyBlocks);
+  const size_t max_group = std::max(kHeadGroup, kSmallHeadGroup);
   for (k::AttnState& st : states_)
-    if (st.acc.capacity() < kHeadGroup * hd) st.reset(kHeadGroup, hd);
-  // Warm the attention scratch with the largest key block (key_blocks of max_keys).
+    if (st.acc.capacity() < max_group * hd) st.reset(max_group, hd);
+  // Warm the attention scratch with the largest key block (key_blocks of max_keys) and with the
+  // small-token shape (kSmallHeadGroup heads, one block of up to kSmallKeys keys).
   const KeyBlocks kb = key_blocks(max_keys);
   std::vector<uint8_t> rec(shape.record_bytes(), 0);
-  std::vector<const uint8_t*> ptrs(std::max<size_t>(kb.block, 1), rec.data());
-  std::vector<float> q(std::min(kHeadGroup, shape.n_heads) * hd, 0.f);
+  std::vector<const uint8_t*> ptrs(std::max<size_t>(std::max(kb.block, kSmallKeys), 1),
+                                   rec.data());
+  std::vector<float> q(std::min(max_group, shape.n_heads) * hd, 0.f);
   k::AttnState st;
   for (PerThread& th : threads_) {
-    st.reset(std::min(kHeadGroup, shape.n_heads), hd);
-    k::attend_v4_fp8(q.data(), st.n_heads, shape.rec, ptrs.data(), ptrs.size(), shape.scale, st,
-                     &th.ascratch);
+    for (const auto& [heads, keys] : {std::pair<size_t, size_t>{kHeadGroup, kb.block},
+                                      std::pair<size_t, size_t>{kSmallHeadGroup, kSmallKeys}}) {
+      st.reset(std::min(heads, shape.n_heads), hd);
+      k::attend_v4_fp8(q.data(), st.n_heads, shape.rec, ptrs.data(), std::max<size_t>(keys, 1),
+                       shape.scale, st, &th.ascratch);
+    }
   }
 }
 
@@ -268,7 +278,8 @@ void AttentionExec::attend_token(const AttnLayerShape& shape, const LayerRecords
     DSV4_CHECK(recs.entries.count >= shape.visible_entries(pos));
   }
   const size_t n_keys = n_win + n_sel;
-  const size_t groups = ceil_div(shape.n_heads, kHeadGroup);
+  const size_t hg = head_group(n_keys);
+  const size_t groups = ceil_div(shape.n_heads, hg);
   if (recs_.size() < n_keys || states_.size() < groups * kMaxKeyBlocks ||
       threads_.size() < static_cast<size_t>(pool.num_threads()))
     reserve(shape, std::max<size_t>(max_chunk_, 1), pos + 1, pool.num_threads());
@@ -297,30 +308,34 @@ void AttentionExec::attend_token(const AttnLayerShape& shape, const LayerRecords
     const float* q;
     const float* sink;
     float* out;
-    size_t n_keys, hd;
+    size_t n_keys, hd, hg;
     KeyBlocks kb;
-  } job{this, &shape, q, sink, out, n_keys, hd, kb};
+  } job{this, &shape, q, sink, out, n_keys, hd, hg, kb};
   pool.parallel_for(0, groups * kb.n_blocks, 1, [&job](size_t ib, size_t ie, int ti) {
     AttentionExec& x = *job.self;
     const AttnLayerShape& s = *job.shape;
     for (size_t item = ib; item < ie; ++item) {
       const size_t g = item / job.kb.n_blocks, b = item % job.kb.n_blocks;
-      const size_t h0 = g * kHeadGroup, hn = std::min(kHeadGroup, s.n_heads - h0);
+      const size_t h0 = g * job.hg, hn = std::min(job.hg, s.n_heads - h0);
       k::AttnState& st = x.states_[g * kMaxKeyBlocks + b];
       st.reset(hn, job.hd);
       const size_t k0 = b * job.kb.block;
       const size_t kn = k0 < job.n_keys ? std::min(job.kb.block, job.n_keys - k0) : 0;
       k::attend_v4_fp8(job.q + h0 * job.hd, hn, s.rec, x.recs_.data() + k0, kn, s.scale, st,
                        &x.threads_[static_cast<size_t>(ti)].ascratch);
+      // One key block: nothing to merge, finish here (no second dispatch).
+      if (job.kb.n_blocks == 1)
+        k::attn_state_finish(st, job.sink ? job.sink + h0 : nullptr, job.out + h0 * job.hd);
     }
   });
+  if (kb.n_blocks == 1) return;
   pool.parallel_for(0, groups, 1, [&job](size_t gb, size_t ge, int) {
     AttentionExec& x = *job.self;
     for (size_t g = gb; g < ge; ++g) {
       k::AttnState& first = x.states_[g * kMaxKeyBlocks];
       for (size_t b = 1; b < job.kb.n_blocks; ++b)
         k::attn_state_merge(first, x.states_[g * kMaxKeyBlocks + b]);
-      const size_t h0 = g * kHeadGroup;
+      const size_t h0 = g * job.hg;
       k::attn_state_finish(first, job.sink ? job.sink + h0 : nullptr, job.out + h0 * job.hd);
     }
   });

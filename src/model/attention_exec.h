@@ -124,6 +124,14 @@ class AttentionExec {
   // give fewer work items: V4-Flash decode at 16 threads was fastest with 16 (groups of 32/64
   // were 10-60 % slower; at 1 thread up to 10 % faster).
   static constexpr size_t kHeadGroup = 16;     // heads per attention work item
+  // A token with at most kSmallKeys keys (a sliding-window layer's 128; CSA/HCA early on) runs
+  // as one key block in groups of kSmallHeadGroup heads, finished in the same work item: half the
+  // tile decodes and no merge dispatch (fixed costs dominate such small attention).
+  static constexpr size_t kSmallKeys = 256;
+  static constexpr size_t kSmallHeadGroup = 32;
+  static constexpr size_t head_group(size_t n_keys) {
+    return n_keys <= kSmallKeys ? kSmallHeadGroup : kHeadGroup;
+  }
   static constexpr size_t kMinBlockKeys = 64;  // keys per key block, at least
   static constexpr size_t kMaxKeyBlocks = 16;  // key blocks per token, at most
   static constexpr size_t kScoreTile = 256;    // keys per indexer tile in select_chunk
