@@ -45,7 +45,7 @@ struct Engine::Impl {
   ModelSummary summary;
   std::unique_ptr<model::Model> model;
   std::optional<tokenizer::Tokenizer> tok;
-  std::unique_ptr<ThreadPool> pool;  // mutable through the pointer: forward() needs a pool
+  std::unique_ptr<ThreadPool> pool;        // mutable through the pointer: forward() needs a pool
   std::shared_ptr<kv::BlockPool> kv_pool;  // the KV byte budget all sessions share
   kv::Scheme kv_scheme = kv::Scheme::f32;
   kv::CacheOptions kv_options;
@@ -249,8 +249,7 @@ struct Session::Impl {
   Status ensure_state() {
     if (state.kv.n_layers() > 0) return ok_status();
     DSV4_CHECK(n_eval == 0);
-    DSV4_ASSIGN_OR_RETURN(state,
-                          e->model->new_sequence(e->kv_scheme, e->kv_pool, e->kv_options));
+    DSV4_ASSIGN_OR_RETURN(state, e->model->new_sequence(e->kv_scheme, e->kv_pool, e->kv_options));
     return ok_status();
   }
 
@@ -271,8 +270,8 @@ struct Session::Impl {
   // Tokens of `prompt` a state holding `held` (its first n tokens evaluated, logits valid or not)
   // can keep without recomputing: the common prefix, cut to a rewind checkpoint when the state
   // holds more than that, and never all of the prompt unless its logits are at hand.
-  static int64_t reusable(const model::SequenceState& st, std::span<const int32_t> held,
-                          int64_t n, bool with_logits, std::span<const int32_t> prompt) {
+  static int64_t reusable(const model::SequenceState& st, std::span<const int32_t> held, int64_t n,
+                          bool with_logits, std::span<const int32_t> prompt) {
     const int64_t lcp = static_cast<int64_t>(
         std::mismatch(held.begin(), held.begin() + n, prompt.begin(), prompt.end()).first -
         held.begin());
@@ -306,9 +305,9 @@ struct Session::Impl {
                   entries.end());
     entries.push_back({this, std::move(*f), ++e->prefix_clock});
     while (entries.size() > static_cast<size_t>(cap)) {
-      entries.erase(std::min_element(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
-        return a.last_use < b.last_use;
-      }));
+      entries.erase(
+          std::min_element(entries.begin(), entries.end(),
+                           [](const auto& a, const auto& b) { return a.last_use < b.last_use; }));
     }
   }
 

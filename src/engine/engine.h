@@ -180,14 +180,14 @@ struct GenerateResult {
 
 // How a prompt was matched against the timeline (set_prompt / prefill_chat).
 struct PromptReuse {
-  int64_t prompt_tokens = 0;  // ids of the new prompt
-  int64_t common_prefix = 0;  // ids the prompt shares with the evaluated timeline
-  int64_t reused = 0;         // of those, kept in the model state (not recomputed)
-  int64_t prefilled = 0;      // evaluated now (prompt_tokens - reused)
-  int64_t rewound = 0;        // evaluated tokens dropped from the state by a rewind (0: none)
-  bool fresh_state = false;   // the state was rewound to token 0 (nothing reused)
+  int64_t prompt_tokens = 0;       // ids of the new prompt
+  int64_t common_prefix = 0;       // ids the prompt shares with the evaluated timeline
+  int64_t reused = 0;              // of those, kept in the model state (not recomputed)
+  int64_t prefilled = 0;           // evaluated now (prompt_tokens - reused)
+  int64_t rewound = 0;             // evaluated tokens dropped from the state by a rewind (0: none)
+  bool fresh_state = false;        // the state was rewound to token 0 (nothing reused)
   bool from_prefix_cache = false;  // continued from another request's state (prefix cache)
-  double seconds = 0;         // prefill time
+  double seconds = 0;              // prefill time
   double tokens_per_second() const {
     return seconds > 0 ? static_cast<double>(prefilled) / seconds : 0;
   }

@@ -83,9 +83,8 @@ void attend_mla_bf16(const float* q, size_t n_heads, size_t key_dim, size_t valu
                      const uint16_t* latents, size_t n_keys, float scale, AttnState& st,
                      AttnScratch* scratch) {
   DSV4_DISPATCH_ISA(attend_mla_bf16, q, n_heads, key_dim, value_dim, latents, n_keys, scale, st,
-                  scratch);
+                    scratch);
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Public ISA variants: shape checks, scratch, then the raw bodies (x86/attention_avx*.cpp).

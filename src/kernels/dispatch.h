@@ -30,13 +30,13 @@ void set_active_isa_for_testing(Isa isa);
 
 // The body of a dispatching entry point: the active tier's variant name##_avx512 / _avx2, else
 // name##_ref (every kernel has all three; a tier without its own code forwards to a lower one).
-#define DSV4_DISPATCH_ISA(name, ...)                     \
-  switch (::dsv4::kernels::active_isa()) {               \
-    case ::dsv4::kernels::Isa::avx512:                   \
-      return name##_avx512(__VA_ARGS__);                 \
-    case ::dsv4::kernels::Isa::avx2:                     \
-      return name##_avx2(__VA_ARGS__);                   \
-    case ::dsv4::kernels::Isa::ref:                      \
-      break;                                             \
-  }                                                      \
+#define DSV4_DISPATCH_ISA(name, ...)       \
+  switch (::dsv4::kernels::active_isa()) { \
+    case ::dsv4::kernels::Isa::avx512:     \
+      return name##_avx512(__VA_ARGS__);   \
+    case ::dsv4::kernels::Isa::avx2:       \
+      return name##_avx2(__VA_ARGS__);     \
+    case ::dsv4::kernels::Isa::ref:        \
+      break;                               \
+  }                                        \
   return name##_ref(__VA_ARGS__)

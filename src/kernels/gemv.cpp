@@ -5,7 +5,6 @@
 
 namespace dsv4::kernels {
 
-
 void gemv_bf16_f32(const WeightsBf16& w, const float* x, float* y, size_t row_begin,
                    size_t row_end) {
   DSV4_DISPATCH_ISA(gemv_bf16_f32, w, x, y, row_begin, row_end);
@@ -45,6 +44,5 @@ void gemm_f4e2m1_f32(const WeightsF4e2m1& w, const float* x, size_t ldx, size_t 
                      size_t ldy, size_t row_begin, size_t row_end) {
   DSV4_DISPATCH_ISA(gemm_f4e2m1_f32, w, x, ldx, batch, y, ldy, row_begin, row_end);
 }
-
 
 }  // namespace dsv4::kernels

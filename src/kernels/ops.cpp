@@ -15,7 +15,6 @@
 
 namespace dsv4::kernels {
 
-
 void rmsnorm_f32(const float* x, const float* w, float* y, size_t n, float eps) {
   DSV4_DISPATCH_ISA(rmsnorm_f32, x, w, y, n, eps);
 }
@@ -75,7 +74,6 @@ void indexer_scores_f32(const float* q, const float* w, size_t n_heads, size_t d
                         size_t n_keys, float* out) {
   DSV4_DISPATCH_ISA(indexer_scores_f32, q, w, n_heads, dim, k, n_keys, out);
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // RoPE frequencies and tables

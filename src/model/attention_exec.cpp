@@ -11,7 +11,9 @@ namespace k = dsv4::kernels;
 
 namespace {
 
-size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+size_t ceil_div(size_t a, size_t b) {
+  return (a + b - 1) / b;
+}
 
 template <typename T>
 void grow(std::vector<T>& v, size_t n) {
@@ -83,7 +85,8 @@ void AttentionExec::reserve(const AttnLayerShape& shape, size_t max_chunk_tokens
     grow(selected_, max_chunk_ * sel_stride_);
     grow(sel_count_, max_chunk_);
     grow(scores_, max_entries);
-    topk_scratch_.candidates.reserve(std::max(8 * kk + 1024, std::min<size_t>(max_entries, 32 * kk)));
+    topk_scratch_.candidates.reserve(
+        std::max(8 * kk + 1024, std::min<size_t>(max_entries, 32 * kk)));
     topk_scratch_.block_max.reserve(max_entries / 16 + 1);
     max_sel = std::min(kk, max_entries);
 
@@ -115,7 +118,8 @@ void AttentionExec::reserve(const AttnLayerShape& shape, size_t max_chunk_tokens
     max_sel = max_entries;
   }
 
-  const size_t max_keys = std::min<size_t>(shape.window, static_cast<size_t>(max_context)) + max_sel;
+  const size_t max_keys =
+      std::min<size_t>(shape.window, static_cast<size_t>(max_context)) + max_sel;
   grow(recs_, max_keys);
   const size_t groups = ceil_div(shape.n_heads, kHeadGroup);
   grow(states_, groups * kMaxKeyBlocks);
@@ -126,8 +130,7 @@ void AttentionExec::reserve(const AttnLayerShape& shape, size_t max_chunk_tokens
   // small-token shape (kSmallHeadGroup heads, one block of up to kSmallKeys keys).
   const KeyBlocks kb = key_blocks(max_keys);
   std::vector<uint8_t> rec(shape.record_bytes(), 0);
-  std::vector<const uint8_t*> ptrs(std::max<size_t>(std::max(kb.block, kSmallKeys), 1),
-                                   rec.data());
+  std::vector<const uint8_t*> ptrs(std::max<size_t>(std::max(kb.block, kSmallKeys), 1), rec.data());
   std::vector<float> q(std::min(max_group, shape.n_heads) * hd, 0.f);
   k::AttnState st;
   for (PerThread& th : threads_) {
@@ -259,8 +262,8 @@ void AttentionExec::select_chunk(const AttnLayerShape& shape, const RecordRuns& 
   });
 }
 
-void AttentionExec::attend_token(const AttnLayerShape& shape, const LayerRecords& recs,
-                                 int64_t pos, const float* q, std::span<const int32_t> selected,
+void AttentionExec::attend_token(const AttnLayerShape& shape, const LayerRecords& recs, int64_t pos,
+                                 const float* q, std::span<const int32_t> selected,
                                  const float* sink, float* out, ThreadPool& pool) {
   DSV4_CHECK(pos >= 0);
   const size_t W = shape.window;

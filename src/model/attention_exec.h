@@ -70,15 +70,15 @@ namespace dsv4::model {
 
 // The shape of one V4 attention layer as the exec sees it.
 struct AttnLayerShape {
-  size_t n_heads = 0;               // num_attention_heads (H)
-  kernels::V4RecordDims rec;        // head_dim (512), qk_rope_head_dim (64) of the KV records
-  size_t window = 0;                // sliding_window (W, 128): raw tokens of the ring
-  size_t ratio = 0;                 // compress ratio: 0 SWA, 4 CSA, 128 HCA
-  bool indexer = false;             // CSA: the lightning indexer selects the entries
-  size_t index_n_heads = 0;         // indexer query heads (64)
-  size_t index_head_dim = 0;        // indexer key/query dims (128); % 32 == 0, <= 512
-  size_t index_topk = 0;            // entries kept per query (512)
-  float scale = 0.f;                // softmax scale, head_dim^-1/2
+  size_t n_heads = 0;         // num_attention_heads (H)
+  kernels::V4RecordDims rec;  // head_dim (512), qk_rope_head_dim (64) of the KV records
+  size_t window = 0;          // sliding_window (W, 128): raw tokens of the ring
+  size_t ratio = 0;           // compress ratio: 0 SWA, 4 CSA, 128 HCA
+  bool indexer = false;       // CSA: the lightning indexer selects the entries
+  size_t index_n_heads = 0;   // indexer query heads (64)
+  size_t index_head_dim = 0;  // indexer key/query dims (128); % 32 == 0, <= 512
+  size_t index_topk = 0;      // entries kept per query (512)
+  float scale = 0.f;          // softmax scale, head_dim^-1/2
 
   // Main layer `layer` of a deepseek_v4 config.
   static AttnLayerShape of_layer(const formats::ModelConfig& config, int layer);
@@ -123,7 +123,7 @@ class AttentionExec {
   // kHeadGroup: a key tile is decoded once per group, so larger groups cost fewer decodes but
   // give fewer work items: V4-Flash decode at 16 threads was fastest with 16 (groups of 32/64
   // were 10-60 % slower; at 1 thread up to 10 % faster).
-  static constexpr size_t kHeadGroup = 16;     // heads per attention work item
+  static constexpr size_t kHeadGroup = 16;  // heads per attention work item
   // A token with at most kSmallKeys keys (a sliding-window layer's 128; CSA/HCA early on) runs
   // as one key block in groups of kSmallHeadGroup heads, finished in the same work item: half the
   // tile decodes and no merge dispatch (fixed costs dominate such small attention).
@@ -179,8 +179,7 @@ class AttentionExec {
   // One decode step: select_chunk(T = 1) when CSA, then attend_token.
   //   iq: [index_n_heads, index_head_dim], wts: [index_n_heads] (CSA only; else nullptr).
   void decode(const AttnLayerShape& shape, const LayerRecords& recs, int64_t pos, const float* q,
-              const float* iq, const float* wts, const float* sink, float* out,
-              ThreadPool& pool);
+              const float* iq, const float* wts, const float* sink, float* out, ThreadPool& pool);
 
  private:
   struct PerThread {
@@ -189,21 +188,20 @@ class AttentionExec {
     std::vector<float> tile;  // [max_chunk_tokens, kScoreTile] indexer scores of one key tile
   };
   void ensure_threads(int n_threads);
-  void quantize_queries(const AttnLayerShape& shape, size_t T, const float* iq,
-                        const float* wts);
+  void quantize_queries(const AttnLayerShape& shape, size_t T, const float* iq, const float* wts);
 
   size_t max_chunk_ = 0;
   std::vector<PerThread> threads_;
   // Indexer.
-  std::vector<uint8_t> q_codes_;    // [T, index_n_heads, index_head_dim / 2] f4_e2m1
-  std::vector<uint8_t> q_scales_;   // [T, index_n_heads, index_head_dim / 32] ue8m0
-  std::vector<float> q_wts_;        // [T, index_n_heads]
+  std::vector<uint8_t> q_codes_;                   // [T, index_n_heads, index_head_dim / 2] f4_e2m1
+  std::vector<uint8_t> q_scales_;                  // [T, index_n_heads, index_head_dim / 32] ue8m0
+  std::vector<float> q_wts_;                       // [T, index_n_heads]
   std::vector<kernels::IndexerFp4Query> queries_;  // [T]
-  std::vector<float> scores_;       // [max entries] one query's scores (T == 1)
+  std::vector<float> scores_;                      // [max entries] one query's scores (T == 1)
   kernels::TopKScratch topk_scratch_;
   std::vector<kernels::StreamingTopK> streams_;  // [T]
-  std::vector<int32_t> selected_;   // [T, sel_stride_]
-  std::vector<size_t> sel_count_;   // [T]
+  std::vector<int32_t> selected_;                // [T, sel_stride_]
+  std::vector<size_t> sel_count_;                // [T]
   size_t sel_stride_ = 0;
   // Attention.
   std::vector<const uint8_t*> recs_;        // [W + max entries] keys of one token

@@ -64,22 +64,24 @@ struct ChunkWorkspace {
   std::vector<float> router, h1, h3, expert_x, expert_y;  // MoE
 };
 
-void ChunkWorkspaceDeleter::operator()(ChunkWorkspace* w) const { delete w; }
+void ChunkWorkspaceDeleter::operator()(ChunkWorkspace* w) const {
+  delete w;
+}
 
 uint64_t SequenceState::transient_bytes() const {
   uint64_t b = attention_workspace_bytes();
   if (work) {
     for (const std::vector<float>* v :
-         {&work->streams, &work->streams_next, &work->pre, &work->post, &work->comb,
-          &work->collapsed, &work->x, &work->q_res, &work->q, &work->kv, &work->ckv,
-          &work->cgate, &work->ikv, &work->igate, &work->iq, &work->iw, &work->attn, &work->oa,
-          &work->block_out, &work->router, &work->h1, &work->h3, &work->expert_x,
-          &work->expert_y})
+         {&work->streams, &work->streams_next, &work->pre,       &work->post,
+          &work->comb,    &work->collapsed,    &work->x,         &work->q_res,
+          &work->q,       &work->kv,           &work->ckv,       &work->cgate,
+          &work->ikv,     &work->igate,        &work->iq,        &work->iw,
+          &work->attn,    &work->oa,           &work->block_out, &work->router,
+          &work->h1,      &work->h3,           &work->expert_x,  &work->expert_y})
       b += v->capacity() * sizeof(float);
   }
   return b;
 }
-
 
 Result<std::unique_ptr<Model>> Model::load(const std::string& path, LoadOptions opts) {
   DSV4_ASSIGN_OR_RETURN(formats::ModelConfig cfg, formats::load_model_config(path));
@@ -525,10 +527,10 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
           aw.window_run.assign(1, C.window_record(li, pos - pos % static_cast<int64_t>(W)));
           recs.window = {aw.window_run.data(), W, static_cast<size_t>(C.window_record_bytes(li)),
                          W};
-          aw.exec.attend_token(shape, recs, pos, &wk.q[t * H * hd],
-                               shape.indexer ? aw.exec.selected(t - s0)
-                                             : std::span<const int32_t>{},
-                               A.sink.data(), &wk.attn[t * H * hd], pool);
+          aw.exec.attend_token(
+              shape, recs, pos, &wk.q[t * H * hd],
+              shape.indexer ? aw.exec.selected(t - s0) : std::span<const int32_t>{}, A.sink.data(),
+              &wk.attn[t * H * hd], pool);
           finish_token(t);
         }
         s0 = s1;

@@ -110,8 +110,8 @@ TEST_F(TextCli, GreedyAndSeededRunsAreDeterministic) {
 // The official FP8/FP4 cache runs end to end, deterministically; a KV budget below what one
 // sequence needs is a one-line out-of-memory error, exit 1.
 TEST_F(TextCli, OfficialKvStorageAndBudget) {
-  const std::vector<std::string> args = {"run", "-p", "Write a haiku about the sea.", "-n", "8",
-                                         "--kv", "official"};
+  const std::vector<std::string> args = {
+      "run", "-p", "Write a haiku about the sea.", "-n", "8", "--kv", "official"};
   CliRun a = run(args), b = run(args);
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_FALSE(a.out.empty());
