@@ -63,15 +63,17 @@ struct Engine::Impl {
   mutable std::vector<PrefixEntry> prefix;
   mutable uint64_t prefix_clock = 0;
 
-  // Drops the least recently used entry; false when there is none.
+  // Drops the least recently used entry; false when there is none. Caller holds prefix_mu.
+  bool erase_lru_locked() const {
+    if (prefix.empty()) return false;
+    prefix.erase(std::min_element(prefix.begin(), prefix.end(), [](const auto& a, const auto& b) {
+      return a.last_use < b.last_use;
+    }));
+    return true;
+  }
   bool evict_one() const {
     std::lock_guard<std::mutex> lock(prefix_mu);
-    if (prefix.empty()) return false;
-    auto lru = std::min_element(prefix.begin(), prefix.end(), [](const auto& a, const auto& b) {
-      return a.last_use < b.last_use;
-    });
-    prefix.erase(lru);
-    return true;
+    return erase_lru_locked();
   }
   std::vector<int32_t> eos;
   // Ids in [0, tokenizer vocab) that name no token: masked to -inf before sampling.
@@ -304,11 +306,7 @@ struct Session::Impl {
                                  [this](const auto& x) { return x.owner == this; }),
                   entries.end());
     entries.push_back({this, std::move(*f), ++e->prefix_clock});
-    while (entries.size() > static_cast<size_t>(cap)) {
-      entries.erase(
-          std::min_element(entries.begin(), entries.end(),
-                           [](const auto& a, const auto& b) { return a.last_use < b.last_use; }));
-    }
+    while (entries.size() > static_cast<size_t>(cap)) e->erase_lru_locked();
   }
 
   // If an entry of the prefix cache lets `prompt` keep more tokens than this session's own
