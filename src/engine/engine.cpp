@@ -225,6 +225,14 @@ const std::vector<int32_t>& Engine::eos_ids() const {
 // ------------------------------------------------------------------------------------ Session
 
 struct Session::Impl {
+  // The session's prefix-cache entry outlives it but is no longer its own: a later session
+  // allocated at the same address must not replace it as if it were.
+  ~Impl() {
+    if (e == nullptr) return;
+    std::lock_guard<std::mutex> lock(e->prefix_mu);
+    for (auto& x : e->prefix)
+      if (x.owner == this) x.owner = nullptr;
+  }
   const Engine* engine = nullptr;
   const Engine::Impl* e = nullptr;
   model::SequenceState state;
