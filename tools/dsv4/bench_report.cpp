@@ -10,6 +10,7 @@
 #include <map>
 
 #include "base/units.h"
+#include "svg.h"
 
 namespace dsv4::cli::bench {
 namespace {
@@ -56,22 +57,6 @@ std::string csv_field(const std::string& s) {
   std::string q = "\"";
   for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
   return q + "\"";
-}
-std::string xml_escape(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '&')
-      o += "&amp;";
-    else if (c == '<')
-      o += "&lt;";
-    else if (c == '>')
-      o += "&gt;";
-    else if (c == '"')
-      o += "&quot;";
-    else
-      o += c;
-  }
-  return o;
 }
 
 // Layer counts of V4-Flash by kind.
@@ -557,13 +542,7 @@ std::string to_svg(const LayerReport& r) {
     }
     return "#333333";
   };
-  std::string o;
-  o += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-  o += fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} "
-      "{1}\" font-family=\"sans-serif\" font-size=\"13\">\n",
-      W, H);
-  o += fmt::format("<rect x=\"0\" y=\"0\" width=\"{}\" height=\"{}\" fill=\"white\"/>\n", W, H);
+  std::string o = svg_begin(W, H);
   o += fmt::format(
       "<text x=\"{}\" y=\"26\" font-size=\"16\" font-weight=\"bold\" text-anchor=\"middle\">"
       "Decode time of one attention layer vs context ({} threads, {})</text>\n",

@@ -27,6 +27,7 @@
 #include "kv/embedded_configs.h"
 #include "kv/layout.h"
 #include "model/model.h"
+#include "svg.h"
 
 namespace dsv4::cli {
 namespace {
@@ -475,33 +476,6 @@ std::string to_csv(const std::vector<Evaluation>& evals, bool per_layer) {
 
 // ------------------------------------------------------------------------------ SVG plot
 
-std::string xml_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        // Drop control bytes XML 1.0 cannot carry.
-        if (static_cast<unsigned char>(c) >= 0x20 || c == '\t') out += c;
-    }
-  }
-  return out;
-}
-
 // KV GiB against context, both axes logarithmic (sizes span three decades), one polyline per
 // model and scheme, sampled at powers of two and at every requested context (marked).
 Result<std::string> to_svg(const std::vector<Model>& models, const std::vector<kv::Scheme>& schemes,
@@ -572,13 +546,7 @@ Result<std::string> to_svg(const std::vector<Model>& models, const std::vector<k
     return "";
   };
 
-  std::string o;
-  o += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-  o += fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" "
-      "viewBox=\"0 0 {0} {1}\" font-family=\"sans-serif\" font-size=\"13\">\n",
-      W, H);
-  o += fmt::format("<rect x=\"0\" y=\"0\" width=\"{}\" height=\"{}\" fill=\"white\"/>\n", W, H);
+  std::string o = svg_begin(W, H);
   o += fmt::format(
       "<text x=\"{}\" y=\"30\" font-size=\"17\" font-weight=\"bold\" "
       "text-anchor=\"middle\">KV cache of one sequence vs context length</text>\n",
