@@ -28,34 +28,9 @@ using json = nlohmann::json;
 using dsv4::testing::CliRun;
 using dsv4::testing::slurp;
 
-class BenchCli : public ::testing::Test {
+class BenchCli : public dsv4::testing::CliTest {
  protected:
-  void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "dsv4_bench_cli_XXXXXX").string();
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  CliRun run(std::vector<std::string> args) {
-    args.insert(args.begin(), "bench");
-    return dsv4::testing::run_dsv4(args, dir_);
-  }
-
-  void expect_one_line_error(const std::vector<std::string>& args, const std::string& needle) {
-    CliRun r = run(args);
-    std::string what;
-    for (const auto& a : args) what += a + " ";
-    EXPECT_GT(r.exit_code, 0) << what;
-    EXPECT_LT(r.exit_code, 128) << what << " (killed by a signal?)";
-    EXPECT_EQ(r.out, "") << what;
-    EXPECT_EQ(r.err.rfind("dsv4: ", 0), 0u) << what << ": " << r.err;
-    ASSERT_FALSE(r.err.empty()) << what;
-    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << what << ": more than one line: " << r.err;
-    EXPECT_NE(r.err.find(needle), std::string::npos) << what << ": " << r.err;
-  }
-
-  fs::path dir_;
+  BenchCli() : CliTest("bench") {}
 };
 
 const json* find_row(const json& root, const std::string& layer, uint64_t ctx) {

@@ -25,35 +25,9 @@ constexpr uint64_t kM = 1024 * 1024;
 using dsv4::testing::CliRun;
 using dsv4::testing::slurp;
 
-class KvCli : public ::testing::Test {
+class KvCli : public dsv4::testing::CliTest {
  protected:
-  void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "dsv4_kv_cli_XXXXXX").string();
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  CliRun run(std::vector<std::string> args) {
-    args.insert(args.begin(), "kv");
-    return dsv4::testing::run_dsv4(args, dir_);
-  }
-
-  // A bad input: non-zero exit (not a signal), nothing on stdout, exactly one stderr line
-  // "dsv4: ..." that contains `needle`.
-  void expect_one_line_error(const std::vector<std::string>& args, const std::string& needle) {
-    CliRun r = run(args);
-    std::string what;
-    for (const auto& a : args) what += a + " ";
-    EXPECT_GT(r.exit_code, 0) << what;
-    EXPECT_LT(r.exit_code, 128) << what << " (killed by a signal?)";
-    EXPECT_EQ(r.out, "") << what;
-    EXPECT_EQ(r.err.rfind("dsv4: ", 0), 0u) << what << ": " << r.err;
-    ASSERT_FALSE(r.err.empty());
-    EXPECT_EQ(r.err.back(), '\n');
-    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << what << ": more than one line: " << r.err;
-    EXPECT_NE(r.err.find(needle), std::string::npos) << what << ": " << r.err;
-  }
+  KvCli() : CliTest("kv") {}
 
   json run_json(std::vector<std::string> args) {
     args.push_back("--json");
@@ -63,8 +37,6 @@ class KvCli : public ::testing::Test {
     EXPECT_FALSE(j.is_discarded()) << r.out.substr(0, 200);
     return j;
   }
-
-  fs::path dir_;
 };
 
 const json* find_model(const json& root, const std::string& name) {
