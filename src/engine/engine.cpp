@@ -277,6 +277,14 @@ struct Session::Impl {
     return s;
   }
 
+  // How many evaluated tokens a state of `held` tokens may keep for a prompt of `n_prompt` ids
+  // sharing `lcp` (<= held) with it: the common prefix, but when that is the whole prompt, the
+  // last prompt token runs again for its logits unless they are at hand.
+  static int64_t keep_limit(int64_t lcp, int64_t held, bool with_logits, int64_t n_prompt) {
+    if (lcp == n_prompt && !(lcp == held && with_logits)) return std::max<int64_t>(n_prompt - 1, 0);
+    return lcp;
+  }
+
   // Tokens of `prompt` a state holding `held` (its first n tokens evaluated, logits valid or not)
   // can keep without recomputing: the common prefix, cut to a rewind checkpoint when the state
   // holds more than that, and never all of the prompt unless its logits are at hand.
@@ -285,9 +293,7 @@ struct Session::Impl {
     const int64_t lcp = static_cast<int64_t>(
         std::mismatch(held.begin(), held.begin() + n, prompt.begin(), prompt.end()).first -
         held.begin());
-    const auto np = static_cast<int64_t>(prompt.size());
-    int64_t keep = lcp;
-    if (keep == np && !(keep == n && with_logits)) keep = std::max<int64_t>(np - 1, 0);
+    const int64_t keep = keep_limit(lcp, n, with_logits, static_cast<int64_t>(prompt.size()));
     return keep == n ? n : st.kv.checkpoint_at_or_before(keep);
   }
 
@@ -432,11 +438,8 @@ Result<PromptReuse> Session::set_prompt(std::span<const int32_t> tokens,
       std::mismatch(s.tokens.begin(), s.tokens.end(), tokens.begin(), tokens.end());
   const auto lcp = static_cast<int64_t>(diverge.first - s.tokens.begin());
   r.common_prefix = std::min(lcp, s.n_eval);
-  // The state may keep at most lcp tokens; when that is the whole prompt, the last prompt
-  // token runs again for its logits unless they are at hand.
-  int64_t keep = std::min(lcp, s.n_eval);
-  const auto n = static_cast<int64_t>(tokens.size());
-  if (keep == n && !(keep == s.n_eval && s.logits_valid)) keep = std::max<int64_t>(n - 1, 0);
+  const int64_t keep = Impl::keep_limit(std::min(lcp, s.n_eval), s.n_eval, s.logits_valid,
+                                        static_cast<int64_t>(tokens.size()));
   if (keep < s.n_eval) {
     const int64_t before = s.n_eval;
     DSV4_ASSIGN_OR_RETURN(const int64_t kept_state, s.rewind_to(keep));
