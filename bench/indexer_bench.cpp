@@ -257,6 +257,23 @@ void BM_TopK(benchmark::State& state) {
   state.counters["ms"] = times.best_cpu() * 1e3;
 }
 
+// Preparing one query for the integer kernels (IndexerFp4Plan::prepare): the fixed cost per
+// query that a plan pays once instead of once per key run.
+void BM_Prepare(benchmark::State& state) {
+  const QueryData q =
+      make_query(static_cast<size_t>(state.range(0)), static_cast<size_t>(state.range(1)), 1);
+  IndexerFp4Plan plan;
+  plan.reset(&q.view, 1);
+  Times times;
+  for (auto _ : state) {
+    times.start();
+    plan.prepare(0, 1);
+    times.stop();
+    benchmark::DoNotOptimize(plan.prepared());
+  }
+  state.counters["us"] = times.best_cpu() * 1e6;
+}
+
 void register_all() {
   benchmark::RegisterBenchmark("indexer_peak/vnni", BM_Peak)->Iterations(40);
   for (Isa isa : supported_isas()) {
@@ -285,6 +302,10 @@ void register_all() {
         ->ArgNames({"keys", "k", "run"})
         ->Args({262144, 512, run})
         ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("indexer_prepare", BM_Prepare)
+      ->ArgNames({"heads", "dim"})
+      ->Args({64, 128})
+      ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("topk_f32", BM_TopK)
       ->ArgNames({"keys", "k"})
       ->Args({262144, 512})

@@ -126,7 +126,41 @@ void run_vector(RunFn fn, const IndexerFp4Query* qs, size_t n_queries, const uin
   fn(prepared, n_queries, keys, n_keys, out, out_stride, tile);
 }
 
+void run_planned(RunFn fn, const IndexerFp4Plan& plan, size_t t0, size_t n_queries,
+                 const uint8_t* keys, size_t n_keys, float* out, size_t out_stride,
+                 IndexerScratch* scratch) {
+  DSV4_CHECK(t0 + n_queries <= plan.size());
+  if (n_queries == 0 || n_keys == 0) return;
+  DSV4_CHECK(n_queries == 1 || out_stride >= n_keys);
+  const size_t tile_bytes = detail::indexer_fp4_tile_bytes(plan.queries()[0].dim) + kAlign;
+  IndexerScratch local;
+  IndexerScratch& s = scratch ? *scratch : local;
+  if (s.bytes.size() < tile_bytes) s.bytes.resize(tile_bytes);
+  uint8_t* tile = s.bytes.data();
+  tile += (kAlign - reinterpret_cast<uintptr_t>(tile) % kAlign) % kAlign;
+  fn(plan.prepared() + t0, n_queries, keys, n_keys, out, out_stride, tile);
+}
+
 }  // namespace
+
+void IndexerFp4Plan::reset(const IndexerFp4Query* qs, size_t n) {
+  for (size_t t = 0; t < n; ++t) {
+    check_shape(qs[t]);
+    DSV4_CHECK(qs[t].n_heads == qs[0].n_heads && qs[t].dim == qs[0].dim);
+  }
+  queries_.assign(qs, qs + n);
+  prepared_.assign(n, detail::IndexerFp4Prepared{});
+  per_query_ = n ? prepared_bytes(qs[0].n_heads, qs[0].dim) : 0;
+  if (mem_.size() < n * per_query_ + kAlign) mem_.resize(n * per_query_ + kAlign);
+}
+
+void IndexerFp4Plan::prepare(size_t t0, size_t t1) {
+  DSV4_CHECK(t0 <= t1 && t1 <= queries_.size());
+  uint8_t* base = mem_.data();
+  base += (kAlign - reinterpret_cast<uintptr_t>(base) % kAlign) % kAlign;
+  for (size_t t = t0; t < t1; ++t)
+    prepared_[t] = kernels::prepare(queries_[t], base + t * per_query_);
+}
 
 size_t detail::indexer_fp4_tile_bytes(size_t dim) {
   // Expanded key vectors [dim/4] and key scale exponents [dim/32], 64 bytes each (AVX-512:
@@ -156,31 +190,42 @@ void indexer_scores_fp4_multi_avx512(const IndexerFp4Query* qs, size_t n_queries
   run_vector(detail::indexer_fp4_run_avx512, qs, n_queries, keys, n_keys, out, out_stride, scratch);
 }
 
+void indexer_scores_fp4_planned_ref(const IndexerFp4Plan& plan, size_t t0, size_t n_queries,
+                                    const uint8_t* keys, size_t n_keys, float* out,
+                                    size_t out_stride, IndexerScratch* scratch) {
+  DSV4_CHECK(t0 + n_queries <= plan.size());
+  indexer_scores_fp4_multi_ref(plan.queries() + t0, n_queries, keys, n_keys, out, out_stride,
+                               scratch);
+}
+void indexer_scores_fp4_planned_avx2(const IndexerFp4Plan& plan, size_t t0, size_t n_queries,
+                                     const uint8_t* keys, size_t n_keys, float* out,
+                                     size_t out_stride, IndexerScratch* scratch) {
+  run_planned(detail::indexer_fp4_run_avx2, plan, t0, n_queries, keys, n_keys, out, out_stride,
+              scratch);
+}
+void indexer_scores_fp4_planned_avx512(const IndexerFp4Plan& plan, size_t t0, size_t n_queries,
+                                       const uint8_t* keys, size_t n_keys, float* out,
+                                       size_t out_stride, IndexerScratch* scratch) {
+  run_planned(detail::indexer_fp4_run_avx512, plan, t0, n_queries, keys, n_keys, out, out_stride,
+              scratch);
+}
+
+void indexer_scores_fp4_planned(const IndexerFp4Plan& plan, size_t t0, size_t n_queries,
+                                const uint8_t* keys, size_t n_keys, float* out, size_t out_stride,
+                                IndexerScratch* scratch) {
+  DSV4_DISPATCH_ISA(indexer_scores_fp4_planned, plan, t0, n_queries, keys, n_keys, out, out_stride,
+                    scratch);
+}
+
 void indexer_scores_fp4(const IndexerFp4Query& q, const uint8_t* keys, size_t n_keys, float* out,
                         IndexerScratch* scratch) {
-  switch (active_isa()) {
-    case Isa::avx512:
-      return indexer_scores_fp4_avx512(q, keys, n_keys, out, scratch);
-    case Isa::avx2:
-      return indexer_scores_fp4_avx2(q, keys, n_keys, out, scratch);
-    case Isa::ref:
-      break;
-  }
-  indexer_scores_fp4_ref(q, keys, n_keys, out, scratch);
+  DSV4_DISPATCH_ISA(indexer_scores_fp4, q, keys, n_keys, out, scratch);
 }
 
 void indexer_scores_fp4_multi(const IndexerFp4Query* qs, size_t n_queries, const uint8_t* keys,
                               size_t n_keys, float* out, size_t out_stride,
                               IndexerScratch* scratch) {
-  switch (active_isa()) {
-    case Isa::avx512:
-      return indexer_scores_fp4_multi_avx512(qs, n_queries, keys, n_keys, out, out_stride, scratch);
-    case Isa::avx2:
-      return indexer_scores_fp4_multi_avx2(qs, n_queries, keys, n_keys, out, out_stride, scratch);
-    case Isa::ref:
-      break;
-  }
-  indexer_scores_fp4_multi_ref(qs, n_queries, keys, n_keys, out, out_stride, scratch);
+  DSV4_DISPATCH_ISA(indexer_scores_fp4_multi, qs, n_queries, keys, n_keys, out, out_stride, scratch);
 }
 
 // ---------------------------------------------------------------------------------------------

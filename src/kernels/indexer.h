@@ -166,4 +166,52 @@ void indexer_fp4_run_avx512(const IndexerFp4Prepared* qs, size_t n_queries, cons
 
 }  // namespace detail
 
+// Queries prepared once for the integer kernels and reused for any number of key runs. Every
+// indexer_scores_fp4* call otherwise rebuilds its queries (s8 codes, block offsets, scale
+// exponents: ~5 us for 64 heads x 128 dims on Zen 4, bench/indexer_bench indexer_prepare),
+// once per call: decode splits one query's keys into 256 slices at 1M context and prefill
+// streams 64 key tiles per query at 64K. Moving it into a plan took one CSA layer's decode at 1M
+// from 7.96 to 6.33 ms on 2 threads (`dsv4 bench --layer csa --ctx 1M`). A plan is ISA-independent (the _ref variant reads
+// the original queries) and holds its own buffers (no allocation after the first reset at a
+// size).
+class IndexerFp4Plan {
+ public:
+  // Sizes the plan for qs[0, n) (copied by value: the code, scale and weight arrays they point
+  // at must outlive the plan's use) and invalidates earlier preparations. All queries must have
+  // the same n_heads and dim.
+  void reset(const IndexerFp4Query* qs, size_t n);
+  // Prepares queries [t0, t1) of the last reset. Disjoint ranges may be prepared concurrently
+  // from different threads; a query must be prepared before it is scored.
+  void prepare(size_t t0, size_t t1);
+  size_t size() const { return queries_.size(); }
+  uint64_t capacity_bytes() const {
+    return mem_.capacity() + queries_.capacity() * sizeof(IndexerFp4Query) +
+           prepared_.capacity() * sizeof(detail::IndexerFp4Prepared);
+  }
+  const IndexerFp4Query* queries() const { return queries_.data(); }
+  const detail::IndexerFp4Prepared* prepared() const { return prepared_.data(); }
+
+ private:
+  std::vector<IndexerFp4Query> queries_;
+  std::vector<detail::IndexerFp4Prepared> prepared_;
+  std::vector<uint8_t> mem_;  // the prepared arrays, per_query_ bytes per query, 64-B aligned
+  size_t per_query_ = 0;
+};
+
+// indexer_scores_fp4_multi for the planned queries [t0, t0 + n_queries) (all prepared):
+// out[t * out_stride + j], t < n_queries. Same results bit for bit; `scratch` holds only the
+// expanded key tile here.
+void indexer_scores_fp4_planned(const IndexerFp4Plan& plan, size_t t0, size_t n_queries,
+                                const uint8_t* keys, size_t n_keys, float* out, size_t out_stride,
+                                IndexerScratch* scratch = nullptr);
+void indexer_scores_fp4_planned_ref(const IndexerFp4Plan& plan, size_t t0, size_t n_queries,
+                                    const uint8_t* keys, size_t n_keys, float* out,
+                                    size_t out_stride, IndexerScratch* scratch = nullptr);
+void indexer_scores_fp4_planned_avx2(const IndexerFp4Plan& plan, size_t t0, size_t n_queries,
+                                     const uint8_t* keys, size_t n_keys, float* out,
+                                     size_t out_stride, IndexerScratch* scratch = nullptr);
+void indexer_scores_fp4_planned_avx512(const IndexerFp4Plan& plan, size_t t0, size_t n_queries,
+                                       const uint8_t* keys, size_t n_keys, float* out,
+                                       size_t out_stride, IndexerScratch* scratch = nullptr);
+
 }  // namespace dsv4::kernels

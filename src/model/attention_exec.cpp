@@ -98,11 +98,15 @@ void AttentionExec::reserve(const AttnLayerShape& shape, size_t max_chunk_tokens
     std::vector<k::IndexerFp4Query> qs(max_chunk_);
     for (size_t t = 0; t < max_chunk_; ++t)
       qs[t] = {&codes[t * ih * ihd / 2], &scales[t * ih * ihd / 32], wts.data(), ih, ihd};
+    plan_.reset(qs.data(), max_chunk_);
+    plan_.prepare(0, max_chunk_);
     for (PerThread& th : threads_) {
-      k::indexer_scores_fp4(qs[0], keys.data(), kScoreGrain, out.data(), &th.iscratch);
-      k::indexer_scores_fp4_multi(qs.data(), max_chunk_, keys.data(), kScoreTile, out.data(),
-                                  kScoreTile, &th.iscratch);
+      k::indexer_scores_fp4_planned(plan_, 0, 1, keys.data(), kScoreGrain, out.data(), kScoreGrain,
+                                    &th.iscratch);
+      k::indexer_scores_fp4_planned(plan_, 0, max_chunk_, keys.data(), kScoreTile, out.data(),
+                                    kScoreTile, &th.iscratch);
     }
+    plan_.reset(nullptr, 0);  // its queries point at the dummies above
     // Increasing scores: every one survives, the most candidates a stream ever holds.
     std::vector<float> rising(kScoreTile);
     for (k::StreamingTopK& st : streams_) {
@@ -154,6 +158,7 @@ uint64_t AttentionExec::workspace_bytes() const {
   vec(q_codes_);
   vec(q_scales_);
   vec(queries_);
+  b += plan_.capacity_bytes();
   vec(scores_);
   vec(topk_scratch_.block_max);
   vec(topk_scratch_.candidates);
@@ -181,6 +186,7 @@ void AttentionExec::quantize_queries(const AttnLayerShape& shape, size_t T, cons
     k::quantize_f4e2m1_blocks(iq + t * n, n, 32, &q_codes_[t * n / 2], &q_scales_[t * n / 32]);
     queries_[t] = {&q_codes_[t * n / 2], &q_scales_[t * n / 32], wts + t * ih, ih, ihd};
   }
+  plan_.reset(queries_.data(), T);  // prepared by select_chunk, in parallel for chunks
 }
 
 void AttentionExec::select_chunk(const AttnLayerShape& shape, const RecordRuns& keys, int64_t p0,
@@ -212,12 +218,14 @@ void AttentionExec::select_chunk(const AttnLayerShape& shape, const RecordRuns& 
       return;
     }
     grow(scores_, n);
+    plan_.prepare(0, 1);  // once, not per key slice
     pool.parallel_for(0, n, kScoreGrain, [&job](size_t b, size_t e, int ti) {
       AttentionExec& x = *job.self;
       k::IndexerScratch* scratch = &x.threads_[static_cast<size_t>(ti)].iscratch;
       for (size_t i = b; i < e;) {
         const size_t m = std::min(job.keys->run_left(i), e - i);
-        k::indexer_scores_fp4(x.queries_[0], job.keys->at(i), m, &x.scores_[i], scratch);
+        k::indexer_scores_fp4_planned(x.plan_, 0, 1, job.keys->at(i), m, &x.scores_[i], m,
+                                      scratch);
         i += m;
       }
     });
@@ -242,6 +250,7 @@ void AttentionExec::select_chunk(const AttnLayerShape& shape, const RecordRuns& 
       x.sel_count_[t_first] = n;
     }
     if (t_first == te) return;
+    x.plan_.prepare(t_first, te);  // this worker's queries, once for all key tiles
     for (size_t t = t_first; t < te; ++t) x.streams_[t].reset(kk);
     PerThread& th = x.threads_[static_cast<size_t>(ti)];
     const size_t vmax = vis(te - 1);
@@ -249,8 +258,8 @@ void AttentionExec::select_chunk(const AttnLayerShape& shape, const RecordRuns& 
     for (size_t j0 = 0; j0 < vmax;) {
       const size_t n = std::min({kScoreTile, job.keys->run_left(j0), vmax - j0});
       while (vis(ts) <= j0) ++ts;  // queries that see none of this tile (ts < te: vis(te-1) > j0)
-      k::indexer_scores_fp4_multi(&x.queries_[ts], te - ts, job.keys->at(j0), n, th.tile.data(),
-                                  kScoreTile, &th.iscratch);
+      k::indexer_scores_fp4_planned(x.plan_, ts, te - ts, job.keys->at(j0), n, th.tile.data(),
+                                    kScoreTile, &th.iscratch);
       for (size_t t = ts; t < te; ++t) {
         const size_t m = std::min(j0 + n, vis(t)) - j0;
         x.streams_[t].push(&th.tile[(t - ts) * kScoreTile], m, static_cast<int64_t>(j0));

@@ -197,6 +197,7 @@ class AttentionExec {
   std::vector<uint8_t> q_scales_;                  // [T, index_n_heads, index_head_dim / 32] ue8m0
   std::vector<float> q_wts_;                       // [T, index_n_heads]
   std::vector<kernels::IndexerFp4Query> queries_;  // [T]
+  kernels::IndexerFp4Plan plan_;                   // queries_ prepared for the integer kernels
   std::vector<float> scores_;                      // [max entries] one query's scores (T == 1)
   kernels::TopKScratch topk_scratch_;
   std::vector<kernels::StreamingTopK> streams_;  // [T]

@@ -3,7 +3,8 @@
 //      shapes, with random codes (every nibble value), extreme scale bytes and mixed-sign weights;
 //   2. the _ref against an independent float computation over dequantized rows (the record
 //      layout of quantize_f4e2m1_blocks + dequant_f4e2m1_to_f32_ref, and indexer_scores_f32_ref);
-//   3. the multi-query driver against single-query rows, empty key runs, scratch reuse;
+//   3. the multi-query driver and prepared-query plans against single-query rows, empty key
+//      runs, scratch reuse;
 //   4. StreamingTopK against topk_f32 over the concatenated scores.
 #include "kernels/indexer.h"
 
@@ -371,6 +372,71 @@ TEST(IndexerFp4, MultiEqualsSingleRows) {
     pick_multi(isa)(qs.data(), nq, keys.data(), 0, untouched.data(), 0, &scratch);
     pick_score(isa)(qs[0], keys.data(), 0, untouched.data(), &scratch);
     EXPECT_EQ(untouched, std::vector<float>(4, -9.f));
+  }
+}
+
+using PlannedFn = void (*)(const IndexerFp4Plan&, size_t, size_t, const uint8_t*, size_t, float*,
+                          size_t, IndexerScratch*);
+
+PlannedFn pick_planned(Isa isa) {
+  switch (isa) {
+    case Isa::avx512:
+      return indexer_scores_fp4_planned_avx512;
+    case Isa::avx2:
+      return indexer_scores_fp4_planned_avx2;
+    case Isa::ref:
+      break;
+  }
+  return indexer_scores_fp4_planned_ref;
+}
+
+// A plan prepared in pieces, then scored for a sub-range of its queries over key runs cut at
+// awkward places, equals the _ref rows bit for bit; one plan is reused across shapes. The
+// queries include one whose scale bytes leave the exact range (the whole-run _ref fallback) and
+// an all-zero one.
+TEST(IndexerFp4, PlannedQueriesEqualRefOnSplitKeyRuns) {
+  IndexerFp4Plan plan;
+  for (const auto& [nh, dim] : {std::pair<size_t, size_t>{64, 128}, {3, 32}, {5, 512}}) {
+    SCOPED_TRACE("nh=" + std::to_string(nh) + " dim=" + std::to_string(dim));
+    const size_t nq = 6, n = 263, rb = indexer_fp4_record_bytes(dim);
+    std::vector<OwnedQuery> owned;
+    for (size_t t = 0; t < nq; ++t) owned.push_back(random_query(nh, dim, 700 + t, 110, 140));
+    for (uint8_t& s : owned[2].scales) s = 250;  // outside the exact range
+    std::fill(owned[4].codes.begin(), owned[4].codes.end(), uint8_t{0});
+    std::vector<IndexerFp4Query> qs;
+    for (const auto& o : owned) qs.push_back(o.view());
+    const auto keys = random_keys(n, dim, 800 + dim, 110, 140);
+    std::vector<float> want(nq * n);
+    for (size_t t = 0; t < nq; ++t)
+      indexer_scores_fp4_ref(qs[t], keys.data(), n, &want[t * n]);
+    plan.reset(qs.data(), nq);
+    plan.prepare(3, nq);  // out of order, in two pieces
+    plan.prepare(0, 3);
+    ASSERT_EQ(plan.size(), nq);
+    for (Isa isa : supported_isas()) {
+      SCOPED_TRACE(isa_label(isa));
+      IndexerScratch scratch;
+      for (const auto& [t0, m] : {std::pair<size_t, size_t>{0, nq}, {1, 1}, {2, 3}, {5, 1}}) {
+        std::vector<float> got(m * n, -9.f);
+        // Runs of 1, 15, 16, 17, 100 and the rest.
+        size_t j = 0;
+        for (size_t len : {1u, 15u, 16u, 17u, 100u, 1000u}) {
+          const size_t l = std::min(len, n - j);
+          pick_planned(isa)(plan, t0, m, keys.data() + j * rb, l, got.data() + j, n, &scratch);
+          j += l;
+        }
+        ASSERT_EQ(j, n);
+        for (size_t t = 0; t < m; ++t) {
+          size_t at = 0;
+          EXPECT_TRUE(same_bits(&got[t * n], &want[(t0 + t) * n], n, &at))
+              << "query " << t0 + t << " key " << at;
+        }
+      }
+      std::vector<float> untouched(4, -9.f);
+      pick_planned(isa)(plan, 0, 0, keys.data(), n, untouched.data(), 1, &scratch);
+      pick_planned(isa)(plan, 0, nq, keys.data(), 0, untouched.data(), 0, &scratch);
+      EXPECT_EQ(untouched, std::vector<float>(4, -9.f));
+    }
   }
 }
 
