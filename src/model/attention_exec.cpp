@@ -28,7 +28,8 @@ KeyBlocks key_blocks(size_t n_keys) {
   KeyBlocks kb;
   if (n_keys == 0) return kb;
   if (n_keys <= AttentionExec::kSmallKeys) {
-    kb.block = n_keys;
+    kb.block = AttentionExec::kSmallBlockKeys;
+    kb.n_blocks = ceil_div(n_keys, kb.block);
     return kb;
   }
   const size_t nb = std::clamp<size_t>(ceil_div(n_keys, AttentionExec::kMinBlockKeys), 1,
@@ -91,8 +92,11 @@ void AttentionExec::reserve(const AttnLayerShape& shape, size_t max_chunk_tokens
     max_sel = std::min(kk, max_entries);
 
     // Warm the kernels' scratches and the streams' candidate buffers on dummy keys/queries
-    // (zero codes, scale 2^-127), at the largest sizes the calls below will use.
-    std::vector<uint8_t> keys(kScoreGrain * shape.index_key_bytes(), 0);
+    // (queries: zero codes, scale 2^-127; keys: every byte 0x7F, codes +-6 with scale 1, inside
+    // the vector kernels' exact range — a zero scale byte would send all 17K dummy key scorings
+    // per thread down the scalar _ref path, ~0.2 s per reserve), at the largest sizes the calls
+    // below will use.
+    std::vector<uint8_t> keys(kScoreGrain * shape.index_key_bytes(), 0x7F);
     std::vector<uint8_t> codes(max_chunk_ * ih * ihd / 2, 0), scales(max_chunk_ * ih * ihd / 32, 0);
     std::vector<float> wts(ih, 1.f), out(std::max(kScoreGrain, max_chunk_ * kScoreTile));
     std::vector<k::IndexerFp4Query> qs(max_chunk_);
@@ -125,21 +129,32 @@ void AttentionExec::reserve(const AttnLayerShape& shape, size_t max_chunk_tokens
   const size_t max_keys =
       std::min<size_t>(shape.window, static_cast<size_t>(max_context)) + max_sel;
   grow(recs_, max_keys);
-  const size_t groups = ceil_div(shape.n_heads, kHeadGroup);
+  const size_t groups = ceil_div(shape.n_heads, std::min(kHeadGroup, kSmallHeadGroup));
   grow(states_, groups * kMaxKeyBlocks);
+  if (pending_size_ < groups) {
+    pending_ = std::make_unique<std::atomic<uint32_t>[]>(groups);
+    pending_size_ = groups;
+  }
+  // States of the small-token grid (group 0.., blocks < kSmallKeys / kSmallBlockKeys) hold up
+  // to kSmallHeadGroup heads; the rest kHeadGroup.
   const size_t max_group = std::max(kHeadGroup, kSmallHeadGroup);
-  for (k::AttnState& st : states_)
-    if (st.acc.capacity() < max_group * hd) st.reset(max_group, hd);
+  for (size_t i = 0; i < states_.size(); ++i) {
+    const size_t g = i / kMaxKeyBlocks, b = i % kMaxKeyBlocks;
+    const bool small = g * kSmallHeadGroup < shape.n_heads && b < kSmallKeys / kSmallBlockKeys;
+    const size_t heads = std::min(small ? max_group : kHeadGroup, shape.n_heads);
+    if (states_[i].acc.capacity() < heads * hd) states_[i].reset(heads, hd);
+  }
   // Warm the attention scratch with the largest key block (key_blocks of max_keys) and with the
   // small-token shape (kSmallHeadGroup heads, one block of up to kSmallKeys keys).
   const KeyBlocks kb = key_blocks(max_keys);
   std::vector<uint8_t> rec(shape.record_bytes(), 0);
-  std::vector<const uint8_t*> ptrs(std::max<size_t>(std::max(kb.block, kSmallKeys), 1), rec.data());
+  std::vector<const uint8_t*> ptrs(std::max<size_t>(std::max(kb.block, kSmallBlockKeys), 1),
+                                   rec.data());
   std::vector<float> q(std::min(max_group, shape.n_heads) * hd, 0.f);
   k::AttnState st;
   for (PerThread& th : threads_) {
     for (const auto& [heads, keys] : {std::pair<size_t, size_t>{kHeadGroup, kb.block},
-                                      std::pair<size_t, size_t>{kSmallHeadGroup, kSmallKeys}}) {
+                                      std::pair<size_t, size_t>{kSmallHeadGroup, kSmallBlockKeys}}) {
       st.reset(std::min(heads, shape.n_heads), hd);
       k::attend_v4_fp8(q.data(), st.n_heads, shape.rec, ptrs.data(), std::max<size_t>(keys, 1),
                        shape.scale, st, &th.ascratch);
@@ -292,7 +307,7 @@ void AttentionExec::attend_token(const AttnLayerShape& shape, const LayerRecords
   const size_t n_keys = n_win + n_sel;
   const size_t hg = head_group(n_keys);
   const size_t groups = ceil_div(shape.n_heads, hg);
-  if (recs_.size() < n_keys || states_.size() < groups * kMaxKeyBlocks ||
+  if (recs_.size() < n_keys || states_.size() < groups * kMaxKeyBlocks || pending_size_ < groups ||
       threads_.size() < static_cast<size_t>(pool.num_threads()))
     reserve(shape, std::max<size_t>(max_chunk_, 1), pos + 1, pool.num_threads());
 
@@ -323,6 +338,8 @@ void AttentionExec::attend_token(const AttnLayerShape& shape, const LayerRecords
     size_t n_keys, hd, hg;
     KeyBlocks kb;
   } job{this, &shape, q, sink, out, n_keys, hd, hg, kb};
+  for (size_t g = 0; g < groups; ++g)
+    pending_[g].store(static_cast<uint32_t>(kb.n_blocks), std::memory_order_relaxed);
   pool.parallel_for(0, groups * kb.n_blocks, 1, [&job](size_t ib, size_t ie, int ti) {
     AttentionExec& x = *job.self;
     const AttnLayerShape& s = *job.shape;
@@ -335,19 +352,13 @@ void AttentionExec::attend_token(const AttnLayerShape& shape, const LayerRecords
       const size_t kn = k0 < job.n_keys ? std::min(job.kb.block, job.n_keys - k0) : 0;
       k::attend_v4_fp8(job.q + h0 * job.hd, hn, s.rec, x.recs_.data() + k0, kn, s.scale, st,
                        &x.threads_[static_cast<size_t>(ti)].ascratch);
-      // One key block: nothing to merge, finish here (no second dispatch).
-      if (job.kb.n_blocks == 1)
-        k::attn_state_finish(st, job.sink ? job.sink + h0 : nullptr, job.out + h0 * job.hd);
-    }
-  });
-  if (kb.n_blocks == 1) return;
-  pool.parallel_for(0, groups, 1, [&job](size_t gb, size_t ge, int) {
-    AttentionExec& x = *job.self;
-    for (size_t g = gb; g < ge; ++g) {
+      // The group's last block to finish (acq_rel: it sees the other blocks' states) merges
+      // them in block order, so the result does not depend on which worker that is.
+      if (job.kb.n_blocks > 1 && x.pending_[g].fetch_sub(1, std::memory_order_acq_rel) != 1)
+        continue;
       k::AttnState& first = x.states_[g * kMaxKeyBlocks];
-      for (size_t b = 1; b < job.kb.n_blocks; ++b)
-        k::attn_state_merge(first, x.states_[g * kMaxKeyBlocks + b]);
-      const size_t h0 = g * job.hg;
+      for (size_t bb = 1; bb < job.kb.n_blocks; ++bb)
+        k::attn_state_merge(first, x.states_[g * kMaxKeyBlocks + bb]);
       k::attn_state_finish(first, job.sink ? job.sink + h0 : nullptr, job.out + h0 * job.hd);
     }
   });

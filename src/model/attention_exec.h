@@ -34,7 +34,8 @@
 // selection does not depend on the thread count or on the chunking. Attention is split on a
 // fixed grid of (head group of kHeadGroup heads) x (key block), with the number of key blocks a
 // function of the key count only (>= kMinBlockKeys keys per block, <= kMaxKeyBlocks blocks);
-// the partial states of a head group are merged in key-block order. So the output is
+// the partial states of a head group are merged in key-block order by whichever worker finishes
+// the group's last block (one dispatch per token, no merge pass). So the output is
 // bit-identical for any thread count, and prefill equals token-by-token decode bit for bit.
 //
 // Memory: AttentionExec holds every buffer (indexer scores of one query [max entries], FP4
@@ -54,8 +55,10 @@
 // dequantizing the selected rows to f32 first (2 KiB of writes per 584 B record read).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -125,10 +128,14 @@ class AttentionExec {
   // were 10-60 % slower; at 1 thread up to 10 % faster).
   static constexpr size_t kHeadGroup = 16;  // heads per attention work item
   // A token with at most kSmallKeys keys (a sliding-window layer's 128; CSA/HCA early on) runs
-  // as one key block in groups of kSmallHeadGroup heads, finished in the same work item: half the
-  // tile decodes and no merge dispatch (fixed costs dominate such small attention).
+  // as one key block in groups of kSmallHeadGroup heads: half the tile decodes of kHeadGroup and
+  // no merge (fixed costs dominate such small attention). Splitting a 128-key window by keys
+  // instead (2 blocks x 64 heads, every record decoded once) measured the same cold and ~10 %
+  // slower warm on 2 threads: per-call buffer traffic (64 heads x 512 dims of f32 query,
+  // partial state and output, 128 KiB each), not decoding, is what such a call waits on.
   static constexpr size_t kSmallKeys = 256;
   static constexpr size_t kSmallHeadGroup = 32;
+  static constexpr size_t kSmallBlockKeys = kSmallKeys;  // one key block
   static constexpr size_t head_group(size_t n_keys) {
     return n_keys <= kSmallKeys ? kSmallHeadGroup : kHeadGroup;
   }
@@ -207,6 +214,10 @@ class AttentionExec {
   // Attention.
   std::vector<const uint8_t*> recs_;        // [W + max entries] keys of one token
   std::vector<kernels::AttnState> states_;  // [head groups * kMaxKeyBlocks]
+  // [head groups] key blocks of the group still running: the worker that finishes a group's last
+  // block merges the group's states in block order and writes its output (no second dispatch).
+  std::unique_ptr<std::atomic<uint32_t>[]> pending_;
+  size_t pending_size_ = 0;
 };
 
 }  // namespace dsv4::model
