@@ -206,6 +206,10 @@ TEST_F(BenchCli, JsonRowsFloorsStackAndPlot) {
     EXPECT_GT(d["ms_mean"].get<double>(), 0) << what;
     EXPECT_LE(d["ms_min"].get<double>(), d["ms_mean"].get<double>() + 1e-12) << what;
     EXPECT_GE(d["ms_max"].get<double>(), d["ms_mean"].get<double>() - 1e-12) << what;
+    // Two reps: the median is their mean.
+    EXPECT_NEAR(d["ms_median"].get<double>(), d["ms_mean"].get<double>(),
+                1e-9 * d["ms_mean"].get<double>())
+        << what;
     EXPECT_EQ(d["reps"], 2) << what;
     EXPECT_GT(row["ratio_to_floor"].get<double>(), 0) << what;
     EXPECT_GT(row["kv_bytes"].get<double>(), 0) << what;

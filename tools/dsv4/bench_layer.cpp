@@ -462,6 +462,10 @@ Stat stat_of(const std::vector<double>& v) {
     s.max = std::max(s.max, x);
   }
   s.mean = sum / static_cast<double>(v.size());
+  std::vector<double> sorted = v;
+  std::sort(sorted.begin(), sorted.end());
+  const size_t mid = sorted.size() / 2;
+  s.median = sorted.size() % 2 ? sorted[mid] : 0.5 * (sorted[mid - 1] + sorted[mid]);
   if (v.size() > 1) {
     double ss = 0;
     for (double x : v) ss += (x - s.mean) * (x - s.mean);

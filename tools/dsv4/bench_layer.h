@@ -42,6 +42,7 @@ const char* kind_label(Kind k);  // "SWA", "CSA", "HCA", "MLA (dense, V3.2-style
 // Mean, standard deviation (n - 1), min and max of timed repetitions, in seconds.
 struct Stat {
   double mean = 0, stddev = 0, min = 0, max = 0;
+  double median = 0;  // robust to the odd preempted rep on a shared machine
   int n = 0;
 };
 Stat stat_of(const std::vector<double>& seconds);
