@@ -69,7 +69,7 @@ void ThreadPool::worker_loop(int index) {
   }
 }
 
-void ThreadPool::parallel_for(size_t begin, size_t end, size_t grain, const RangeFn& fn) {
+void ThreadPool::run(size_t begin, size_t end, size_t grain, const RangeFn& fn) {
   if (begin >= end) return;
   grain = std::max<size_t>(grain, 1);
   const size_t n = end - begin;

@@ -12,17 +12,32 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
-#include <functional>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace dsv4 {
 
 class ThreadPool {
  public:
-  // fn(begin, end, thread_index): processes indices [begin, end); thread_index < num_threads().
-  using RangeFn = std::function<void(size_t begin, size_t end, int thread_index)>;
+  // A non-owning reference to a callable fn(begin, end, thread_index) that processes indices
+  // [begin, end) (thread_index < num_threads()). Unlike std::function it never allocates: a
+  // lambda capturing more than two pointers made every std::function-based parallel_for a heap
+  // allocation, i.e. dozens per decoded token.
+  class RangeFn {
+   public:
+    template <typename F>
+      requires(!std::is_same_v<std::remove_cv_t<F>, RangeFn>)
+    explicit RangeFn(F& f)
+        : obj_(const_cast<void*>(static_cast<const void*>(&f))),
+          call_([](void* o, size_t b, size_t e, int t) { (*static_cast<F*>(o))(b, e, t); }) {}
+    void operator()(size_t b, size_t e, int t) const { call_(obj_, b, e, t); }
+
+   private:
+    void* obj_;
+    void (*call_)(void*, size_t, size_t, int);
+  };
 
   // n_threads <= 0 means "all hardware threads" (std::thread::hardware_concurrency()).
   // pin: pin worker i to CPU i (best effort; ignored where not permitted).
@@ -34,9 +49,15 @@ class ThreadPool {
   int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
   // Runs fn over [begin, end) split into chunks of >= grain indices. Returns when all are done.
-  void parallel_for(size_t begin, size_t end, size_t grain, const RangeFn& fn);
+  // fn is called as fn(begin, end, thread_index) and must outlive the call (it does: the call
+  // blocks).
+  template <typename F>
+  void parallel_for(size_t begin, size_t end, size_t grain, F&& fn) {
+    run(begin, end, grain, RangeFn(fn));
+  }
 
  private:
+  void run(size_t begin, size_t end, size_t grain, const RangeFn& fn);
   void worker_loop(int index);
   void run_chunks(int thread_index);
 
