@@ -360,9 +360,14 @@ Status SequenceCache::grow(Stream& s, int64_t records, const std::string& what) 
   return ok_status();
 }
 
+bool SequenceCache::is_private(const Stream& s, size_t b) const {
+  const std::shared_ptr<PoolBlock>& blk = s.blocks[b];
+  return held_alone(blk) && !blk->read_only() && blk->size() == s.block_bytes();
+}
+
 Status SequenceCache::make_private(Stream& s, size_t b, const std::string& what) {
+  if (is_private(s, b)) return ok_status();
   std::shared_ptr<PoolBlock>& blk = s.blocks[b];
-  if (held_alone(blk) && !blk->read_only() && blk->size() == s.block_bytes()) return ok_status();
   DSV4_ASSIGN_OR_RETURN(auto copy, PoolBlock::allocate(pool_, s.block_bytes(), options_.huge_pages,
                                                        what + " (copy-on-write)"));
   std::memcpy(copy->mutable_data(), blk->data(), std::min(blk->size(), copy->size()));
@@ -374,11 +379,13 @@ Status SequenceCache::reserve(int64_t n_tokens) {
   DSV4_CHECK(n_tokens >= 0);
   for (size_t i = 0; i < layers_.size(); ++i) {
     Layer& L = layers_[i];
-    const std::string where = " of layer " + std::to_string(i);
+    // Block names are built only when a block is allocated: reserve() runs before every
+    // forward chunk, and a decode step must not allocate (tests/model/attention_exec_test.cpp).
+    auto what = [i](const char* name) { return std::string(name) + " of layer " + std::to_string(i); };
     if (n_tokens > 0) {
-      DSV4_RETURN_IF_ERROR(grow(L.window, 1, "window ring" + where));
-      if (n_tokens > L.window_end)
-        DSV4_RETURN_IF_ERROR(make_private(L.window, 0, "window ring" + where));
+      if (L.window.blocks.empty()) DSV4_RETURN_IF_ERROR(grow(L.window, 1, what("window ring")));
+      if (n_tokens > L.window_end && !is_private(L.window, 0))
+        DSV4_RETURN_IF_ERROR(make_private(L.window, 0, what("window ring")));
     }
     const int64_t r = L.layout.compress_ratio;
     if (r == 0) continue;
@@ -390,8 +397,10 @@ Status SequenceCache::reserve(int64_t n_tokens) {
       // The next append lands in block count / block_records; if that block exists (a partial
       // last block, or one reserved earlier) it must be ours alone before anything is written.
       const auto b = static_cast<size_t>(s->count / s->block_records);
-      if (b < s->blocks.size()) DSV4_RETURN_IF_ERROR(make_private(*s, b, name + where));
-      DSV4_RETURN_IF_ERROR(grow(*s, target, name + where));
+      if (b < s->blocks.size() && !is_private(*s, b))
+        DSV4_RETURN_IF_ERROR(make_private(*s, b, what(name)));
+      if (static_cast<int64_t>(s->blocks.size()) * s->block_records < target)
+        DSV4_RETURN_IF_ERROR(grow(*s, target, what(name)));
     }
   }
   return ok_status();

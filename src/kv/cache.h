@@ -351,6 +351,7 @@ class SequenceCache {
   Status grow(Stream& s, int64_t records, const std::string& what);
   // Makes block b of s private, writable and full-size (copying its bytes) if it is not.
   Status make_private(Stream& s, size_t b, const std::string& what);
+  bool is_private(const Stream& s, size_t b) const;  // what make_private ensures
   CompressorStateView state_view(const Layer& L, const StateGeometry& g) const;
   uint64_t checkpoint_size() const;  // bytes of one complete checkpoint
   void write_row(const Layer& L, uint64_t record_bytes, int64_t dim, const float* x, uint8_t* rec,

@@ -62,6 +62,20 @@ struct ChunkWorkspace {
   std::vector<float> ikv, igate, iq, iw;     // [T, 2*ihd], [T, 2*ihd], [T, ih*ihd], [T, ih]
   std::vector<float> attn, oa, block_out;    // [T, H*hd], [T, G*olr], [T, D]
   std::vector<float> router, h1, h3, expert_x, expert_y;  // MoE
+  // Per-token temporaries, kept so that a decode step allocates nothing once warm.
+  std::vector<std::vector<float>> hc_scratch;  // [threads] normalised streams [hc*D] + mixes
+  std::vector<float> entry;                    // one compressor output row
+  std::vector<float> route_scores, route_biased;  // [E]
+  std::vector<int32_t> route_idx;                 // [topk]
+  std::vector<uint32_t> expert_first;             // [E + 1] offsets into expert_rows
+  std::vector<std::pair<uint32_t, float>> route_pick;   // [T * topk] (expert, weight)
+  std::vector<std::pair<uint32_t, float>> expert_rows;  // [T * topk] (token, weight) by expert
+  kernels::TopKScratch topk_scratch;
+  std::vector<float> head_x, head_flat, head_mixes, head_pre;  // final hc_head + LM head input
+  // Scheme::f32 attention only.
+  std::vector<std::vector<float>> f32_probs;  // [threads][keys]
+  std::vector<int32_t> f32_selected;
+  std::vector<float> f32_keys, f32_scores, f32_key_block;
 };
 
 void ChunkWorkspaceDeleter::operator()(ChunkWorkspace* w) const {
@@ -71,14 +85,23 @@ void ChunkWorkspaceDeleter::operator()(ChunkWorkspace* w) const {
 uint64_t SequenceState::transient_bytes() const {
   uint64_t b = attention_workspace_bytes();
   if (work) {
+    const ChunkWorkspace& w = *work;
     for (const std::vector<float>* v :
-         {&work->streams, &work->streams_next, &work->pre,       &work->post,
-          &work->comb,    &work->collapsed,    &work->x,         &work->q_res,
-          &work->q,       &work->kv,           &work->ckv,       &work->cgate,
-          &work->ikv,     &work->igate,        &work->iq,        &work->iw,
-          &work->attn,    &work->oa,           &work->block_out, &work->router,
-          &work->h1,      &work->h3,           &work->expert_x,  &work->expert_y})
+         {&w.streams,      &w.streams_next, &w.pre,        &w.post,       &w.comb,
+          &w.collapsed,    &w.x,            &w.q_res,      &w.q,          &w.kv,
+          &w.ckv,          &w.cgate,        &w.ikv,        &w.igate,      &w.iq,
+          &w.iw,           &w.attn,         &w.oa,         &w.block_out,  &w.router,
+          &w.h1,           &w.h3,           &w.expert_x,   &w.expert_y,   &w.entry,
+          &w.route_scores, &w.route_biased, &w.head_x,     &w.head_flat,  &w.head_mixes,
+          &w.head_pre,     &w.f32_keys,     &w.f32_scores, &w.f32_key_block})
       b += v->capacity() * sizeof(float);
+    for (const auto& v : w.hc_scratch) b += v.capacity() * sizeof(float);
+    for (const auto& v : w.f32_probs) b += v.capacity() * sizeof(float);
+    b += w.route_idx.capacity() * sizeof(int32_t) + w.f32_selected.capacity() * sizeof(int32_t);
+    b += w.expert_first.capacity() * sizeof(uint32_t);
+    b += (w.route_pick.capacity() + w.expert_rows.capacity()) * sizeof(std::pair<uint32_t, float>);
+    b += w.topk_scratch.block_max.capacity() * sizeof(int32_t) +
+         w.topk_scratch.candidates.capacity() * sizeof(uint64_t);
   }
   return b;
 }
@@ -365,6 +388,20 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
   resize(wk.collapsed, T * D);
   resize(wk.x, T * D);
   resize(wk.block_out, T * D);
+  if (wk.hc_scratch.size() < static_cast<size_t>(nthreads))
+    wk.hc_scratch.resize(static_cast<size_t>(nthreads));
+  for (std::vector<float>& v : wk.hc_scratch) resize(v, hc * D + mix);
+  resize(wk.entry, std::max(hd, ihd));
+  resize(wk.route_scores, E);
+  resize(wk.route_biased, E);
+  if (wk.route_idx.size() < topk_e) wk.route_idx.resize(topk_e);
+  if (wk.expert_first.size() < E + 1) wk.expert_first.resize(E + 1);
+  if (wk.route_pick.size() < T * topk_e) wk.route_pick.resize(T * topk_e);
+  if (wk.expert_rows.size() < T * topk_e) wk.expert_rows.resize(T * topk_e);
+  // topk_f32 over E router scores (k = topk_e) and, for Scheme::f32, over the indexer scores:
+  // its candidates never exceed n, its block maxima n / 16 + 1.
+  wk.topk_scratch.candidates.reserve(std::max<size_t>(E, 8 * topk_e + 1024));
+  wk.topk_scratch.block_max.reserve(E / 16 + 1);
 
   // Embedding, copied into every hyper-connection stream.
   for (size_t t = 0; t < T; ++t) {
@@ -376,13 +413,14 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
   // Hyper-connection "pre" step for every token: mixes from the normalised flattened streams,
   // then pre/post/comb and the collapsed block input.
   auto hc_pre = [&](const HcWeights& hw, const std::vector<float>& norm_w) {
-    pool.parallel_for(0, T, 1, [&](size_t b, size_t e, int) {
-      std::vector<float> flat(hc * D), mixes(mix);
+    pool.parallel_for(0, T, 1, [&](size_t b, size_t e, int ti) {
+      float* flat = wk.hc_scratch[static_cast<size_t>(ti)].data();
+      float* mixes = flat + hc * D;
       for (size_t t = b; t < e; ++t) {
         const float* s = &wk.streams[t * hc * D];
-        k::rmsnorm_f32(s, nullptr, flat.data(), hc * D, eps);
-        matvec_f32(hw.fn.data(), mix, hc * D, flat.data(), mixes.data());
-        k::hc_split_sinkhorn_f32(mixes.data(), hw.scale.data(), hw.base.data(), hc,
+        k::rmsnorm_f32(s, nullptr, flat, hc * D, eps);
+        matvec_f32(hw.fn.data(), mix, hc * D, flat, mixes);
+        k::hc_split_sinkhorn_f32(mixes, hw.scale.data(), hw.base.data(), hc,
                                  static_cast<int>(c.hc_sinkhorn_iters), hc_eps, &wk.pre[t * hc],
                                  &wk.post[t * hc], &wk.comb[t * hc * hc]);
         k::hc_collapse_f32(s, &wk.pre[t * hc], hc, D, &wk.collapsed[t * D]);
@@ -397,10 +435,10 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
     std::swap(wk.streams, wk.streams_next);
   };
 
-  std::vector<std::vector<float>> thread_scratch(static_cast<size_t>(nthreads));
-  k::TopKScratch topk_scratch;
-  std::vector<int32_t> selected;
-  std::vector<float> keys, scores, entry, key_block;
+  k::TopKScratch& topk_scratch = wk.topk_scratch;
+  std::vector<int32_t>& selected = wk.f32_selected;
+  std::vector<float>&keys = wk.f32_keys, &scores = wk.f32_scores, &key_block = wk.f32_key_block;
+  float* entry = wk.entry.data();  // [max(hd, ihd)]
 
   for (size_t l = 0; l < w_.layers.size(); ++l) {
     const LayerWeights& L = w_.layers[l];
@@ -458,19 +496,17 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
       const int64_t pos = pos0 + static_cast<int64_t>(t);
       if (A.compressor) {
         const size_t width = static_cast<size_t>(A.compressor->width());
-        entry.resize(hd);
         if (compressor_push(*A.compressor, C.compressor_state(li, kv::Compressor::kv),
                             &wk.ckv[t * width], &wk.cgate[t * width], pos, rope_compress_, eps,
-                            entry.data()))
-          C.append_entry(li, entry.data());
+                            entry))
+          C.append_entry(li, entry);
       }
       if (A.indexer) {
-        entry.resize(std::max(hd, ihd));
         if (compressor_push(A.indexer->compressor, C.compressor_state(li, kv::Compressor::indexer),
                             &wk.ikv[t * 2 * ihd], &wk.igate[t * 2 * ihd], pos, rope_compress_, eps,
-                            entry.data())) {
-          if (official) hadamard_f32(entry.data(), ihd);
-          C.append_index_key(li, entry.data());
+                            entry)) {
+          if (official) hadamard_f32(entry, ihd);
+          C.append_index_key(li, entry);
         }
       }
     };
@@ -589,8 +625,10 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
         // Per-head attention with the sink; K = V.
         const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
         float* out = &wk.attn[t * H * hd];
+        if (wk.f32_probs.size() < static_cast<size_t>(nthreads))
+          wk.f32_probs.resize(static_cast<size_t>(nthreads));
         pool.parallel_for(0, H, 1, [&](size_t hb, size_t he, int ti) {
-          std::vector<float>& p = thread_scratch[static_cast<size_t>(ti)];
+          std::vector<float>& p = wk.f32_probs[static_cast<size_t>(ti)];
           if (p.size() < n_keys) p.resize(n_keys);
           for (size_t h = hb; h < he; ++h) {
             const float* qh = q + h * hd;
@@ -638,33 +676,44 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
       k::swiglu_f32(&wk.h1[t * inter], &wk.h3[t * inter], &wk.h1[t * inter], inter,
                     static_cast<float>(c.swiglu_limit));
     linear(F.shared.w2, wk.h1.data(), T, wk.block_out.data(), pool);
-    // Routing: which experts and with what weight.
-    std::vector<std::vector<std::pair<size_t, float>>> per_expert(E);  // (token, weight)
+    // Routing: which experts and with what weight; then the (token, weight) rows of each
+    // expert in token order (a counting sort over route_pick).
     {
-      std::vector<float> sc(E), biased(E);
-      std::vector<int32_t> idx(topk_e);
+      float* sc = wk.route_scores.data();
+      float* biased = wk.route_biased.data();
+      int32_t* idx = wk.route_idx.data();
       for (size_t t = 0; t < T; ++t) {
-        k::router_scores_f32(&wk.router[t * E], sc.data(), E, scoring_func(c.scoring_func));
+        k::router_scores_f32(&wk.router[t * E], sc, E, scoring_func(c.scoring_func));
         if (F.type == MlpType::hash_moe) {
           for (size_t i = 0; i < topk_e; ++i)
             idx[i] = F.tid2eid[static_cast<size_t>(tokens[t]) * topk_e + i];
         } else {
           for (size_t e = 0; e < E; ++e) biased[e] = sc[e] + F.bias[e];
-          k::topk_f32(biased.data(), E, topk_e, idx.data(), &topk_scratch);
+          k::topk_f32(biased, E, topk_e, idx, &topk_scratch);
         }
         float sum = 0.f;
         for (size_t i = 0; i < topk_e; ++i) sum += sc[static_cast<size_t>(idx[i])];
         for (size_t i = 0; i < topk_e; ++i) {
           const size_t e = static_cast<size_t>(idx[i]);
           const float wgt = sc[e] / (sum + 1e-20f) * static_cast<float>(c.routed_scaling_factor);
-          per_expert[e].push_back({t, wgt});
+          wk.route_pick[t * topk_e + i] = {static_cast<uint32_t>(e), wgt};
         }
       }
     }
+    uint32_t* first = wk.expert_first.data();
+    std::fill(first, first + E + 1, 0u);
+    for (size_t r = 0; r < T * topk_e; ++r) ++first[wk.route_pick[r].first + 1];
+    for (size_t e = 0; e < E; ++e) first[e + 1] += first[e];
+    for (size_t r = 0; r < T * topk_e; ++r) {  // r in token order: rows stay in token order
+      const auto [e, wgt] = wk.route_pick[r];
+      wk.expert_rows[first[e]++] = {static_cast<uint32_t>(r / topk_e), wgt};
+    }
+    // first[e] is now the end of expert e's rows (the start of e + 1's).
     for (size_t e = 0; e < E; ++e) {
-      const auto& rows = per_expert[e];
-      if (rows.empty()) continue;
-      const size_t m = rows.size();
+      const size_t begin = e == 0 ? 0 : first[e - 1];
+      const size_t m = first[e] - begin;
+      if (m == 0) continue;
+      const std::pair<uint32_t, float>* rows = &wk.expert_rows[begin];
       const Expert& X = F.experts[e];
       const size_t ei = X.w1.rows;
       resize(wk.expert_x, m * D);
@@ -693,17 +742,21 @@ Status Model::forward_chunk(std::span<const int32_t> tokens, SequenceState& stat
   if (logits) {
     const size_t first = all_logits ? 0 : T - 1;
     const size_t n = T - first;
-    std::vector<float> xs(n * D), flat(hc * D), mixes(hc), pre(hc);
+    resize(wk.head_x, n * D);
+    resize(wk.head_flat, hc * D);
+    resize(wk.head_mixes, hc);
+    resize(wk.head_pre, hc);
+    float* xs = wk.head_x.data();
     for (size_t i = 0; i < n; ++i) {
       const float* s = &wk.streams[(first + i) * hc * D];
-      k::rmsnorm_f32(s, nullptr, flat.data(), hc * D, eps);
-      matvec_f32(w_.hc_head_fn.data(), hc, hc * D, flat.data(), mixes.data());
-      k::hc_head_pre_f32(mixes.data(), w_.hc_head_scale[0], w_.hc_head_base.data(), hc, hc_eps,
-                         pre.data());
-      k::hc_collapse_f32(s, pre.data(), hc, D, &xs[i * D]);
+      k::rmsnorm_f32(s, nullptr, wk.head_flat.data(), hc * D, eps);
+      matvec_f32(w_.hc_head_fn.data(), hc, hc * D, wk.head_flat.data(), wk.head_mixes.data());
+      k::hc_head_pre_f32(wk.head_mixes.data(), w_.hc_head_scale[0], w_.hc_head_base.data(), hc,
+                         hc_eps, wk.head_pre.data());
+      k::hc_collapse_f32(s, wk.head_pre.data(), hc, D, &xs[i * D]);
       k::rmsnorm_f32(&xs[i * D], w_.norm.data(), &xs[i * D], D, eps);
     }
-    linear(w_.head, xs.data(), n, logits, pool);
+    linear(w_.head, xs, n, logits, pool);
   }
   state.n_tokens += static_cast<int64_t>(T);
   state.tokens.insert(state.tokens.end(), tokens.begin(), tokens.end());

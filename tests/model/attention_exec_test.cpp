@@ -19,7 +19,8 @@
 #include "model/attention_exec.h"
 #include "model/model.h"
 
-// Allocation counter for AttentionExec.NoAllocationAfterReserve: counts operator new calls from
+// Allocation counter for AttentionExec.NoAllocationAfterReserve and
+// AttentionExecModel.OfficialDecodeStepAllocatesNothingOnceWarm: counts operator new calls from
 // any thread while g_count_allocs is set (the rest of the binary is unaffected).
 namespace {
 std::atomic<bool> g_count_allocs{false};
@@ -511,6 +512,35 @@ TEST(AttentionExecModel, OfficialChunkingAndThreadsAreInvisible) {
     }
   }
   model->set_chunk_tokens(64);
+}
+
+// A whole-model decode step under Scheme::official allocates nothing once warm: the attention
+// exec, the chunk activations, the per-token temporaries (hyper-connection mixes, routing,
+// compressor rows, LM-head input) and the thread pool's dispatch (parallel_for takes a
+// non-owning function reference). Blocks of 4096 records and no checkpoints keep the KV cache
+// itself from growing over these steps; its growth (one block per 4096 records, a checkpoint
+// every --checkpoint-every tokens) is the only allocation left in a decode loop.
+TEST(AttentionExecModel, OfficialDecodeStepAllocatesNothingOnceWarm) {
+  auto model = load_fixture("long");  // SWA, CSA (indexer selecting), HCA, MoE
+  ASSERT_NE(model, nullptr);
+  const size_t V = static_cast<size_t>(model->config().vocab_size);
+  const auto tokens = tokens_for(*model, 220, 3);
+  ThreadPool pool(2);
+  auto st = model->new_sequence(kv::Scheme::official, nullptr,
+                                kv::CacheOptions{.block_records = 4096, .checkpoint_interval = 0});
+  ASSERT_TRUE(st.ok());
+  std::vector<float> logits(V);
+  ASSERT_TRUE(model->forward(std::span(tokens).first(200), *st, pool, nullptr, false).ok());
+  for (size_t t = 200; t < 203; ++t)  // warm-up: first decode-shaped calls size everything
+    ASSERT_TRUE(model->forward(std::span(tokens).subspan(t, 1), *st, pool, logits.data()).ok());
+  ASSERT_GE(st->tokens.capacity(), tokens.size());  // the token list will not grow either
+  g_allocs = 0;
+  g_count_allocs = true;
+  for (size_t t = 203; t < tokens.size(); ++t)
+    if (!model->forward(std::span(tokens).subspan(t, 1), *st, pool, logits.data()).ok()) break;
+  g_count_allocs = false;
+  EXPECT_EQ(st->n_tokens, static_cast<int64_t>(tokens.size()));
+  EXPECT_EQ(g_allocs.load(), 0u) << "allocations in " << tokens.size() - 203 << " decode steps";
 }
 
 // A rewind checkpoint that falls inside a chunk (positions 128 in the chunk [100, 164)) is
