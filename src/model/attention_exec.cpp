@@ -137,28 +137,28 @@ void AttentionExec::reserve(const AttnLayerShape& shape, size_t max_chunk_tokens
   }
   // States of the small-token grid (group 0.., blocks < kSmallKeys / kSmallBlockKeys) hold up
   // to kSmallHeadGroup heads; the rest kHeadGroup.
-  const size_t max_group = std::max(kHeadGroup, kSmallHeadGroup);
+  // The state of (group g, block b) is used with the largest head group whose grid has it.
   for (size_t i = 0; i < states_.size(); ++i) {
     const size_t g = i / kMaxKeyBlocks, b = i % kMaxKeyBlocks;
-    const bool small = g * kSmallHeadGroup < shape.n_heads && b < kSmallKeys / kSmallBlockKeys;
-    const size_t heads = std::min(small ? max_group : kHeadGroup, shape.n_heads);
+    size_t heads = kHeadGroup;
+    if (g * kSmallHeadGroup < shape.n_heads && b < kSmallKeys / kSmallBlockKeys)
+      heads = std::max(heads, kSmallHeadGroup);
+    if (g * kLargeHeadGroup < shape.n_heads) heads = std::max(heads, kLargeHeadGroup);
+    heads = std::min(heads, shape.n_heads);
     if (states_[i].acc.capacity() < heads * hd) states_[i].reset(heads, hd);
   }
-  // Warm the attention scratch with the largest key block (key_blocks of max_keys) and with the
-  // small-token shape (kSmallHeadGroup heads, one block of up to kSmallKeys keys).
-  const KeyBlocks kb = key_blocks(max_keys);
+  // Warm the attention scratch: its size depends on the head count only (the key tile is
+  // fixed), so one call with the widest head group of any grid does it.
+  const size_t max_group = std::min(std::max({kHeadGroup, kSmallHeadGroup, kLargeHeadGroup}),
+                                    shape.n_heads);
   std::vector<uint8_t> rec(shape.record_bytes(), 0);
-  std::vector<const uint8_t*> ptrs(std::max<size_t>(std::max(kb.block, kSmallBlockKeys), 1),
-                                   rec.data());
-  std::vector<float> q(std::min(max_group, shape.n_heads) * hd, 0.f);
+  std::vector<const uint8_t*> ptrs(kMinBlockKeys, rec.data());
+  std::vector<float> q(max_group * hd, 0.f);
   k::AttnState st;
   for (PerThread& th : threads_) {
-    for (const auto& [heads, keys] : {std::pair<size_t, size_t>{kHeadGroup, kb.block},
-                                      std::pair<size_t, size_t>{kSmallHeadGroup, kSmallBlockKeys}}) {
-      st.reset(std::min(heads, shape.n_heads), hd);
-      k::attend_v4_fp8(q.data(), st.n_heads, shape.rec, ptrs.data(), std::max<size_t>(keys, 1),
-                       shape.scale, st, &th.ascratch);
-    }
+    st.reset(max_group, hd);
+    k::attend_v4_fp8(q.data(), max_group, shape.rec, ptrs.data(), ptrs.size(), shape.scale, st,
+                     &th.ascratch);
   }
 }
 
