@@ -356,6 +356,38 @@ TEST(AttentionExec, ThreadCountDoesNotChangeTheBits) {
   }
 }
 
+// A token with >= kLargeKeys keys (HCA late in a long context) runs on the wide-group grid:
+// still the scalar composition, and still the same bits on 1, 2 and 3 threads. 40 heads: one
+// full group of 32 and a partial one.
+TEST(AttentionExec, LargeHcaTokenMatchesScalarAndThreadCounts) {
+  AttnLayerShape hca = csa_shape(0);
+  hca.indexer = false;
+  hca.ratio = 128;
+  hca.n_heads = 40;
+  const size_t n_entries = AttentionExec::kLargeKeys + 50;
+  Synthetic syn(hca, n_entries, 300, 11);
+  const double vmax = max_abs_value(syn);
+  const int64_t pos = static_cast<int64_t>(128 * n_entries + 5);
+  ASSERT_GE(hca.visible_entries(pos) + hca.window, AttentionExec::kLargeKeys);
+  ASSERT_EQ(AttentionExec::head_group(hca.visible_entries(pos) + hca.window),
+            AttentionExec::kLargeHeadGroup);
+  const Query qr = random_query(hca, 19);
+  std::vector<int32_t> all(hca.visible_entries(pos));
+  std::iota(all.begin(), all.end(), 0);
+  const std::vector<float> want = ref_attention(syn, qr, pos, all);
+  std::vector<float> first;
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    AttentionExec exec;
+    std::vector<float> out(hca.n_heads * hca.head_dim());
+    exec.decode(hca, syn.records(), pos, qr.q.data(), nullptr, nullptr, qr.sink.data(),
+                out.data(), pool);
+    expect_close(out, want, vmax, "large hca");
+    if (first.empty()) first = out;
+    EXPECT_EQ(std::memcmp(out.data(), first.data(), out.size() * 4), 0) << threads << " threads";
+  }
+}
+
 // select_chunk over T queries + per-token attend == T decode steps, bit for bit, through the
 // top-k threshold (visible counts crossing index_topk) and window-ring wrap-around.
 TEST(AttentionExec, PrefillChunkEqualsPerTokenDecode) {
