@@ -28,8 +28,7 @@ class ThreadPool {
   class RangeFn {
    public:
     template <typename F>
-      requires(!std::is_same_v<std::remove_cv_t<F>, RangeFn>)
-    explicit RangeFn(F& f)
+    requires(!std::is_same_v<std::remove_cv_t<F>, RangeFn>) explicit RangeFn(F& f)
         : obj_(const_cast<void*>(static_cast<const void*>(&f))),
           call_([](void* o, size_t b, size_t e, int t) { (*static_cast<F*>(o))(b, e, t); }) {}
     void operator()(size_t b, size_t e, int t) const { call_(obj_, b, e, t); }

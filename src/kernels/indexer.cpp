@@ -225,7 +225,8 @@ void indexer_scores_fp4(const IndexerFp4Query& q, const uint8_t* keys, size_t n_
 void indexer_scores_fp4_multi(const IndexerFp4Query* qs, size_t n_queries, const uint8_t* keys,
                               size_t n_keys, float* out, size_t out_stride,
                               IndexerScratch* scratch) {
-  DSV4_DISPATCH_ISA(indexer_scores_fp4_multi, qs, n_queries, keys, n_keys, out, out_stride, scratch);
+  DSV4_DISPATCH_ISA(indexer_scores_fp4_multi, qs, n_queries, keys, n_keys, out, out_stride,
+                    scratch);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -171,9 +171,9 @@ void indexer_fp4_run_avx512(const IndexerFp4Prepared* qs, size_t n_queries, cons
 // exponents: ~5 us for 64 heads x 128 dims on Zen 4, bench/indexer_bench indexer_prepare),
 // once per call: decode splits one query's keys into 256 slices at 1M context and prefill
 // streams 64 key tiles per query at 64K. Moving it into a plan took one CSA layer's decode at 1M
-// from 7.96 to 6.33 ms on 2 threads (`dsv4 bench --layer csa --ctx 1M`). A plan is ISA-independent (the _ref variant reads
-// the original queries) and holds its own buffers (no allocation after the first reset at a
-// size).
+// from 7.96 to 6.33 ms on 2 threads (`dsv4 bench --layer csa --ctx 1M`). A plan is ISA-independent
+// (the _ref variant reads the original queries) and holds its own buffers (no allocation after the
+// first reset at a size).
 class IndexerFp4Plan {
  public:
   // Sizes the plan for qs[0, n) (copied by value: the code, scale and weight arrays they point

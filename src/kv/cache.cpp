@@ -381,7 +381,9 @@ Status SequenceCache::reserve(int64_t n_tokens) {
     Layer& L = layers_[i];
     // Block names are built only when a block is allocated: reserve() runs before every
     // forward chunk, and a decode step must not allocate (tests/model/attention_exec_test.cpp).
-    auto what = [i](const char* name) { return std::string(name) + " of layer " + std::to_string(i); };
+    auto what = [i](const char* name) {
+      return std::string(name) + " of layer " + std::to_string(i);
+    };
     if (n_tokens > 0) {
       if (L.window.blocks.empty()) DSV4_RETURN_IF_ERROR(grow(L.window, 1, what("window ring")));
       if (n_tokens > L.window_end && !is_private(L.window, 0))

@@ -149,8 +149,8 @@ void AttentionExec::reserve(const AttnLayerShape& shape, size_t max_chunk_tokens
   }
   // Warm the attention scratch: its size depends on the head count only (the key tile is
   // fixed), so one call with the widest head group of any grid does it.
-  const size_t max_group = std::min(std::max({kHeadGroup, kSmallHeadGroup, kLargeHeadGroup}),
-                                    shape.n_heads);
+  const size_t max_group =
+      std::min(std::max({kHeadGroup, kSmallHeadGroup, kLargeHeadGroup}), shape.n_heads);
   std::vector<uint8_t> rec(shape.record_bytes(), 0);
   std::vector<const uint8_t*> ptrs(kMinBlockKeys, rec.data());
   std::vector<float> q(max_group * hd, 0.f);
@@ -239,8 +239,7 @@ void AttentionExec::select_chunk(const AttnLayerShape& shape, const RecordRuns& 
       k::IndexerScratch* scratch = &x.threads_[static_cast<size_t>(ti)].iscratch;
       for (size_t i = b; i < e;) {
         const size_t m = std::min(job.keys->run_left(i), e - i);
-        k::indexer_scores_fp4_planned(x.plan_, 0, 1, job.keys->at(i), m, &x.scores_[i], m,
-                                      scratch);
+        k::indexer_scores_fp4_planned(x.plan_, 0, 1, job.keys->at(i), m, &x.scores_[i], m, scratch);
         i += m;
       }
     });

@@ -63,8 +63,8 @@ struct ChunkWorkspace {
   std::vector<float> attn, oa, block_out;    // [T, H*hd], [T, G*olr], [T, D]
   std::vector<float> router, h1, h3, expert_x, expert_y;  // MoE
   // Per-token temporaries, kept so that a decode step allocates nothing once warm.
-  std::vector<std::vector<float>> hc_scratch;  // [threads] normalised streams [hc*D] + mixes
-  std::vector<float> entry;                    // one compressor output row
+  std::vector<std::vector<float>> hc_scratch;     // [threads] normalised streams [hc*D] + mixes
+  std::vector<float> entry;                       // one compressor output row
   std::vector<float> route_scores, route_biased;  // [E]
   std::vector<int32_t> route_idx;                 // [topk]
   std::vector<uint32_t> expert_first;             // [E + 1] offsets into expert_rows
@@ -76,6 +76,20 @@ struct ChunkWorkspace {
   std::vector<std::vector<float>> f32_probs;  // [threads][keys]
   std::vector<int32_t> f32_selected;
   std::vector<float> f32_keys, f32_scores, f32_key_block;
+
+  // Capacity of every buffer (SequenceState::transient_bytes).
+  uint64_t bytes() const {
+    uint64_t b = 0;
+    auto add = [&b](const auto&... v) { ((b += v.capacity() * sizeof(v[0])), ...); };
+    add(streams, streams_next, pre, post, comb, collapsed, x, q_res, q, kv, ckv, cgate, ikv, igate,
+        iq, iw, attn, oa, block_out, router, h1, h3, expert_x, expert_y, entry, route_scores,
+        route_biased, route_idx, expert_first, route_pick, expert_rows, topk_scratch.block_max,
+        topk_scratch.candidates, head_x, head_flat, head_mixes, head_pre, f32_selected, f32_keys,
+        f32_scores, f32_key_block);
+    for (const std::vector<float>& v : hc_scratch) add(v);
+    for (const std::vector<float>& v : f32_probs) add(v);
+    return b;
+  }
 };
 
 void ChunkWorkspaceDeleter::operator()(ChunkWorkspace* w) const {
@@ -84,25 +98,7 @@ void ChunkWorkspaceDeleter::operator()(ChunkWorkspace* w) const {
 
 uint64_t SequenceState::transient_bytes() const {
   uint64_t b = attention_workspace_bytes();
-  if (work) {
-    const ChunkWorkspace& w = *work;
-    for (const std::vector<float>* v :
-         {&w.streams,      &w.streams_next, &w.pre,        &w.post,       &w.comb,
-          &w.collapsed,    &w.x,            &w.q_res,      &w.q,          &w.kv,
-          &w.ckv,          &w.cgate,        &w.ikv,        &w.igate,      &w.iq,
-          &w.iw,           &w.attn,         &w.oa,         &w.block_out,  &w.router,
-          &w.h1,           &w.h3,           &w.expert_x,   &w.expert_y,   &w.entry,
-          &w.route_scores, &w.route_biased, &w.head_x,     &w.head_flat,  &w.head_mixes,
-          &w.head_pre,     &w.f32_keys,     &w.f32_scores, &w.f32_key_block})
-      b += v->capacity() * sizeof(float);
-    for (const auto& v : w.hc_scratch) b += v.capacity() * sizeof(float);
-    for (const auto& v : w.f32_probs) b += v.capacity() * sizeof(float);
-    b += w.route_idx.capacity() * sizeof(int32_t) + w.f32_selected.capacity() * sizeof(int32_t);
-    b += w.expert_first.capacity() * sizeof(uint32_t);
-    b += (w.route_pick.capacity() + w.expert_rows.capacity()) * sizeof(std::pair<uint32_t, float>);
-    b += w.topk_scratch.block_max.capacity() * sizeof(int32_t) +
-         w.topk_scratch.candidates.capacity() * sizeof(uint64_t);
-  }
+  if (work) b += work->bytes();
   return b;
 }
 

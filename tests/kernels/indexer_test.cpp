@@ -376,7 +376,7 @@ TEST(IndexerFp4, MultiEqualsSingleRows) {
 }
 
 using PlannedFn = void (*)(const IndexerFp4Plan&, size_t, size_t, const uint8_t*, size_t, float*,
-                          size_t, IndexerScratch*);
+                           size_t, IndexerScratch*);
 
 PlannedFn pick_planned(Isa isa) {
   switch (isa) {
@@ -407,8 +407,7 @@ TEST(IndexerFp4, PlannedQueriesEqualRefOnSplitKeyRuns) {
     for (const auto& o : owned) qs.push_back(o.view());
     const auto keys = random_keys(n, dim, 800 + dim, 110, 140);
     std::vector<float> want(nq * n);
-    for (size_t t = 0; t < nq; ++t)
-      indexer_scores_fp4_ref(qs[t], keys.data(), n, &want[t * n]);
+    for (size_t t = 0; t < nq; ++t) indexer_scores_fp4_ref(qs[t], keys.data(), n, &want[t * n]);
     plan.reset(qs.data(), nq);
     plan.prepare(3, nq);  // out of order, in two pieces
     plan.prepare(0, 3);

@@ -34,8 +34,12 @@ void* operator new(std::size_t n) {
 }
 // noinline: inlined into a caller, gcc 12 would pair this free() with that caller's `new`
 // (-Wmismatched-new-delete), although the operator new above is malloc-based.
-__attribute__((noinline)) void operator delete(void* p) noexcept { std::free(p); }
-__attribute__((noinline)) void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+__attribute__((noinline)) void operator delete(void* p) noexcept {
+  std::free(p);
+}
+__attribute__((noinline)) void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
 
 namespace dsv4::model {
 namespace {
@@ -242,7 +246,8 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
                   const char* what) {
   ASSERT_EQ(got.size(), want.size());
   double worst = 0;
-  for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]));
+  for (size_t i = 0; i < got.size(); ++i)
+    worst = std::max(worst, std::fabs(double(got[i]) - want[i]));
   EXPECT_LE(worst, 1e-4 * scale) << what;
 }
 
@@ -273,7 +278,9 @@ AttnLayerShape csa_shape(size_t topk, size_t window = 128) {
 }
 
 // Position whose query sees exactly n entries at ratio 4 ((pos + 1) / 4 == n), varying pos % 4.
-int64_t pos_seeing(size_t n) { return static_cast<int64_t>(4 * n + 2 - n % 4); }
+int64_t pos_seeing(size_t n) {
+  return static_cast<int64_t>(4 * n + 2 - n % 4);
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -314,8 +321,8 @@ TEST(AttentionExec, HcaAndSlidingDecodeMatchScalarComposition) {
   for (int64_t pos : {0, 3, 126, 127, 128, 300, 1200, 128 * 40 - 1}) {
     const Query qr = random_query(hca, static_cast<uint64_t>(pos) + 7);
     std::vector<float> out(hca.n_heads * hca.head_dim());
-    exec.decode(hca, syn.records(), pos, qr.q.data(), nullptr, nullptr, qr.sink.data(),
-                out.data(), pool);
+    exec.decode(hca, syn.records(), pos, qr.q.data(), nullptr, nullptr, qr.sink.data(), out.data(),
+                pool);
     std::vector<int32_t> all(hca.visible_entries(pos));
     std::iota(all.begin(), all.end(), 0);
     expect_close(out, ref_attention(syn, qr, pos, all), vmax,
@@ -326,8 +333,8 @@ TEST(AttentionExec, HcaAndSlidingDecodeMatchScalarComposition) {
   for (int64_t pos : {0, 1, 127, 128, 5000}) {
     const Query qr = random_query(swa, static_cast<uint64_t>(pos) + 9);
     std::vector<float> out(swa.n_heads * swa.head_dim());
-    exec.decode(swa, syn.records(), pos, qr.q.data(), nullptr, nullptr, qr.sink.data(),
-                out.data(), pool);
+    exec.decode(swa, syn.records(), pos, qr.q.data(), nullptr, nullptr, qr.sink.data(), out.data(),
+                pool);
     expect_close(out, ref_attention(syn, qr, pos, {}), vmax,
                  ("swa pos " + std::to_string(pos)).c_str());
   }
@@ -380,8 +387,8 @@ TEST(AttentionExec, LargeHcaTokenMatchesScalarAndThreadCounts) {
     ThreadPool pool(threads);
     AttentionExec exec;
     std::vector<float> out(hca.n_heads * hca.head_dim());
-    exec.decode(hca, syn.records(), pos, qr.q.data(), nullptr, nullptr, qr.sink.data(),
-                out.data(), pool);
+    exec.decode(hca, syn.records(), pos, qr.q.data(), nullptr, nullptr, qr.sink.data(), out.data(),
+                pool);
     expect_close(out, want, vmax, "large hca");
     if (first.empty()) first = out;
     EXPECT_EQ(std::memcmp(out.data(), first.data(), out.size() * 4), 0) << threads << " threads";
@@ -397,8 +404,9 @@ TEST(AttentionExec, PrefillChunkEqualsPerTokenDecode) {
     size_t T;
     int threads;
   };
-  for (const Case& c : {Case{5, 16, 0, 37, 2}, Case{5, 16, 2000, 40, 3}, Case{512, 128, 2030, 41, 2},
-                        Case{8, 16, 900, 1, 2}, Case{8, 128, 77, 64, 1}}) {
+  for (const Case& c :
+       {Case{5, 16, 0, 37, 2}, Case{5, 16, 2000, 40, 3}, Case{512, 128, 2030, 41, 2},
+        Case{8, 16, 900, 1, 2}, Case{8, 128, 77, 64, 1}}) {
     SCOPED_TRACE("p0 " + std::to_string(c.p0) + " T " + std::to_string(c.T));
     Synthetic syn(csa_shape(c.topk, c.window), 700, 100, 19);
     const AttnLayerShape& s = syn.shape;
@@ -460,10 +468,10 @@ TEST(AttentionExec, NoAllocationAfterReserve) {
   g_allocs = 0;
   g_count_allocs = true;
   for (int64_t pos : {int64_t{3}, int64_t{700}, int64_t{4390}}) {
-    exec.decode(s, syn.records(), pos, qr.q.data(), qr.iq.data(), qr.wts.data(),
-                qr.sink.data(), out.data(), pool);
-    exec.decode(hca, syn.records(), pos, qr.q.data(), nullptr, nullptr, qr.sink.data(),
+    exec.decode(s, syn.records(), pos, qr.q.data(), qr.iq.data(), qr.wts.data(), qr.sink.data(),
                 out.data(), pool);
+    exec.decode(hca, syn.records(), pos, qr.q.data(), nullptr, nullptr, qr.sink.data(), out.data(),
+                pool);
     exec.select_chunk(s, syn.keys.runs(), pos, 8, iq.data(), wts.data(), pool);
     for (size_t t = 0; t < 8; ++t)
       exec.attend_token(s, syn.records(), pos + static_cast<int64_t>(t), qr.q.data(),
@@ -588,8 +596,9 @@ TEST(AttentionExecModel, CheckpointInsideAChunkRewindsExactly) {
   std::vector<float> want(tokens.size() * V);
   ASSERT_TRUE(model->forward(tokens, *fresh, pool, want.data()).ok());
   for (int64_t p : {int64_t{128}, int64_t{131}, int64_t{200}}) {
-    auto st = model->new_sequence(kv::Scheme::official, nullptr,
-                                  kv::CacheOptions{.block_records = 64, .checkpoint_interval = 128});
+    auto st =
+        model->new_sequence(kv::Scheme::official, nullptr,
+                            kv::CacheOptions{.block_records = 64, .checkpoint_interval = 128});
     ASSERT_TRUE(st.ok());
     ASSERT_TRUE(model->forward(std::span(tokens).first(100), *st, pool, nullptr, false).ok());
     ASSERT_TRUE(model->forward(std::span(tokens).subspan(100), *st, pool, nullptr, false).ok());

@@ -275,8 +275,8 @@ Result<LayerRow> run_v4(Kind kind, uint64_t ctx, const Floors& floors, ThreadPoo
   const float* iqp = shape.indexer ? iq.data() : nullptr;
   const float* wtp = shape.indexer ? wts.data() : nullptr;
   const std::span<const float> decode_in[] = {{q.data(), H * hd},
-                                               {iq.data(), shape.indexer ? ih * ihd : 0},
-                                               {wts.data(), shape.indexer ? ih : 0}};
+                                              {iq.data(), shape.indexer ? ih * ihd : 0},
+                                              {wts.data(), shape.indexer ? ih : 0}};
   row.decode = stat_of(time_reps(opt, pool, &row.steal_seconds, decode_in, [&] {
     exec.decode(shape, cr.recs, pos, q.data(), iqp, wtp, sink.data(), out.data(), pool);
   }));

@@ -251,8 +251,7 @@ std::string to_table(const LayerReport& r) {
   std::vector<Line> lines;
   lines.push_back(
       {{"layer", "context", "entries", "KV bytes", "transient", "decode ms", "median", "± sd",
-        "mem floor",
-        "cmp floor", "ratio", "prefill t/s", "± sd", "floor t/s", "ratio"}});
+        "mem floor", "cmp floor", "ratio", "prefill t/s", "± sd", "floor t/s", "ratio"}});
   for (const LayerRow& row : r.rows) {
     Line l;
     l.c.push_back(kind_name(row.kind));
@@ -344,7 +343,8 @@ std::string to_csv(const LayerReport& r) {
   const Floors& f = r.floors;
   std::string o =
       "layer,context,entries,keys_attended,kv_bytes,transient_bytes,decode_ms_mean,"
-      "decode_ms_median,decode_ms_stddev,decode_ms_min,decode_ms_max,reps,decode_tokens_per_s,memory_floor_ms,"
+      "decode_ms_median,decode_ms_stddev,decode_ms_min,decode_ms_max,reps,decode_tokens_per_s,"
+      "memory_floor_ms,"
       "compute_floor_ms,ratio_to_floor,prefill_tokens,prefill_tokens_per_s_mean,"
       "prefill_ms_stddev,prefill_floor_tokens_per_s,prefill_ratio_to_floor,growth_exponent,"
       "threads,kernel_isa,commit,compiler,cpu,dram_gbps,int8_gmacs,bf16_gmacs,f32_gmacs,"
@@ -359,9 +359,10 @@ std::string to_csv(const LayerReport& r) {
     o += fmt::format(
         "{},{},{},{},{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{},{:.3f},{:.6f},{:.6f},{:.4f},",
         kind_name(row.kind), row.ctx, row.entries, row.keys_attended, row.kv_bytes,
-        row.transient_bytes, row.decode.mean * 1e3, row.decode.median * 1e3, row.decode.stddev * 1e3, row.decode.min * 1e3,
-        row.decode.max * 1e3, row.decode.n, tps(1, row.decode.mean),
-        row.decode_floor.memory_s * 1e3, row.decode_floor.compute_s * 1e3, ratio_of(row));
+        row.transient_bytes, row.decode.mean * 1e3, row.decode.median * 1e3,
+        row.decode.stddev * 1e3, row.decode.min * 1e3, row.decode.max * 1e3, row.decode.n,
+        tps(1, row.decode.mean), row.decode_floor.memory_s * 1e3, row.decode_floor.compute_s * 1e3,
+        ratio_of(row));
     if (row.has_prefill)
       o += fmt::format("{},{:.3f},{:.6f},{:.3f},{:.4f},", row.prefill_tokens,
                        tps(T, row.prefill.mean), row.prefill.stddev * 1e3,
