@@ -241,26 +241,10 @@ using MlaFn = void (*)(const float*, size_t, size_t, size_t, const uint16_t*, si
                        AttnState&, AttnScratch*);
 
 V4Fn v4_variant(Isa isa) {
-  switch (isa) {
-    case Isa::avx512:
-      return attend_v4_fp8_avx512;
-    case Isa::avx2:
-      return attend_v4_fp8_avx2;
-    case Isa::ref:
-      break;
-  }
-  return attend_v4_fp8_ref;
+  return DSV4_ISA_VARIANT(isa, attend_v4_fp8);
 }
 MlaFn mla_variant(Isa isa) {
-  switch (isa) {
-    case Isa::avx512:
-      return attend_mla_bf16_avx512;
-    case Isa::avx2:
-      return attend_mla_bf16_avx2;
-    case Isa::ref:
-      break;
-  }
-  return attend_mla_bf16_ref;
+  return DSV4_ISA_VARIANT(isa, attend_mla_bf16);
 }
 
 // With a single key, p = exp(0) = 1 and l = 1 exactly, so every variant must return the decoded

@@ -51,4 +51,21 @@ inline std::string isa_label(Isa isa) {
   return std::string(isa_name(isa));
 }
 
+// The variant of a kernel for an ISA tier: pick(isa, k_ref, k_avx2, k_avx512), or
+// DSV4_ISA_VARIANT(isa, k) for a kernel named k with all three.
+template <typename F>
+F pick(Isa isa, F ref, F avx2, F avx512) {
+  switch (isa) {
+    case Isa::avx512:
+      return avx512;
+    case Isa::avx2:
+      return avx2;
+    case Isa::ref:
+      break;
+  }
+  return ref;
+}
+#define DSV4_ISA_VARIANT(isa, name) \
+  ::dsv4::kernels::testing::pick((isa), &name##_ref, &name##_avx2, &name##_avx512)
+
 }  // namespace dsv4::kernels::testing

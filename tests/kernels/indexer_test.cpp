@@ -34,27 +34,11 @@ using MultiFn = void (*)(const IndexerFp4Query*, size_t, const uint8_t*, size_t,
                          IndexerScratch*);
 
 ScoreFn pick_score(Isa isa) {
-  switch (isa) {
-    case Isa::avx512:
-      return indexer_scores_fp4_avx512;
-    case Isa::avx2:
-      return indexer_scores_fp4_avx2;
-    case Isa::ref:
-      break;
-  }
-  return indexer_scores_fp4_ref;
+  return DSV4_ISA_VARIANT(isa, indexer_scores_fp4);
 }
 
 MultiFn pick_multi(Isa isa) {
-  switch (isa) {
-    case Isa::avx512:
-      return indexer_scores_fp4_multi_avx512;
-    case Isa::avx2:
-      return indexer_scores_fp4_multi_avx2;
-    case Isa::ref:
-      break;
-  }
-  return indexer_scores_fp4_multi_ref;
+  return DSV4_ISA_VARIANT(isa, indexer_scores_fp4_multi);
 }
 
 struct IsaGuard {
@@ -379,15 +363,7 @@ using PlannedFn = void (*)(const IndexerFp4Plan&, size_t, size_t, const uint8_t*
                            size_t, IndexerScratch*);
 
 PlannedFn pick_planned(Isa isa) {
-  switch (isa) {
-    case Isa::avx512:
-      return indexer_scores_fp4_planned_avx512;
-    case Isa::avx2:
-      return indexer_scores_fp4_planned_avx2;
-    case Isa::ref:
-      break;
-  }
-  return indexer_scores_fp4_planned_ref;
+  return DSV4_ISA_VARIANT(isa, indexer_scores_fp4_planned);
 }
 
 // A plan prepared in pieces, then scored for a sub-range of its queries over key runs cut at

@@ -29,23 +29,10 @@ namespace {
 using testing::isa_label;
 using testing::kAwkwardSizes;
 using testing::max_rel_error;
+using testing::pick;
 using testing::random_floats;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
-
-// The variant of a kernel for an ISA tier; tiers without their own variant use the ref.
-template <typename F>
-F pick(Isa isa, F ref, F avx2, F avx512) {
-  switch (isa) {
-    case Isa::avx512:
-      return avx512;
-    case Isa::avx2:
-      return avx2;
-    case Isa::ref:
-      break;
-  }
-  return ref;
-}
 
 // Restores the active tier after tests that call the dispatching entry points.
 struct IsaGuard {
