@@ -556,37 +556,9 @@ std::string to_svg(const LayerReport& r) {
       "measured mean (bars min..max); dashed: max(memory, compute) floor measured in the same "
       "run</text>\n",
       L + pw / 2);
-  o += "<g stroke=\"#dddddd\" stroke-width=\"1\">\n";
-  std::vector<uint64_t> xt;
-  for (int p = 0; p < 64; ++p) {
-    const uint64_t v = uint64_t{1} << p;
-    if (v >= xmin && v <= xmax) xt.push_back(v);
-  }
-  size_t step = 1;
-  while (xt.size() / step > 11) ++step;
-  std::vector<uint64_t> shown;
-  for (size_t k = 0; k < xt.size(); k += step) shown.push_back(xt[k]);
-  for (uint64_t v : shown)
-    o += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\"/>\n",
-                     px(static_cast<double>(v)), T, T + ph);
-  for (double e = ly0; e <= ly1 + 1e-9; e += 1)
-    o += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\"/>\n", L,
-                     py(std::pow(10.0, e)), L + pw);
-  o += "</g>\n";
-  o += fmt::format(
-      "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#333333\"/>\n", L,
-      T, pw, ph);
-  o += "<g font-size=\"12\" fill=\"#333333\">\n";
-  for (uint64_t v : shown)
-    o += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-                     px(static_cast<double>(v)), T + ph + 18, format_count(v));
-  for (double e = ly0; e <= ly1 + 1e-9; e += 1) {
-    const double v = std::pow(10.0, e);
-    o += fmt::format(
-        "<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>\n", L - 8, py(v) + 4,
-        e < 0 ? fmt::format("{:.{}f}", v, static_cast<int>(-e)) : fmt::format("{:.0f}", v));
-  }
-  o += "</g>\n";
+  o += svg_loglog_axes(L, T, pw, ph, xmin, xmax, ly0, ly1, px, py, [](double v, double e) {
+    return e < 0 ? fmt::format("{:.{}f}", v, static_cast<int>(-e)) : fmt::format("{:.0f}", v);
+  });
   o += fmt::format(
       "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">context (tokens, log scale; K = "
       "1024)</text>\n",

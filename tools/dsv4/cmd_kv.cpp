@@ -551,38 +551,9 @@ Result<std::string> to_svg(const std::vector<Model>& models, const std::vector<k
       "<text x=\"{}\" y=\"30\" font-size=\"17\" font-weight=\"bold\" "
       "text-anchor=\"middle\">KV cache of one sequence vs context length</text>\n",
       L + pw / 2);
-  // Grid and ticks.
-  o += "<g stroke=\"#dddddd\" stroke-width=\"1\">\n";
-  std::vector<uint64_t> xticks;
-  for (int p = 0; p < 64; ++p) {
-    uint64_t v = uint64_t{1} << p;
-    if (v >= xmin && v <= xmax) xticks.push_back(v);
-  }
-  size_t step = 1;
-  while (xticks.size() / step > 11) ++step;
-  std::vector<uint64_t> shown;
-  for (size_t i = 0; i < xticks.size(); i += step) shown.push_back(xticks[i]);
-  for (uint64_t v : shown)
-    o += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\"/>\n",
-                     px(static_cast<double>(v)), T, T + ph);
-  for (double e = ly0; e <= ly1 + 1e-9; e += 1)
-    o += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\"/>\n", L,
-                     py(std::pow(10.0, e)), L + pw);
-  o += "</g>\n";
-  o += fmt::format(
-      "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" "
-      "stroke=\"#333333\"/>\n",
-      L, T, pw, ph);
-  o += "<g font-size=\"12\" fill=\"#333333\">\n";
-  for (uint64_t v : shown)
-    o += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-                     px(static_cast<double>(v)), T + ph + 18, format_count(v));
-  for (double e = ly0; e <= ly1 + 1e-9; e += 1) {
-    double v = std::pow(10.0, e);
-    o += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>\n", L - 8,
-                     py(v) + 4, trim_number(v, e < 0 ? static_cast<int>(-e) : 0));
-  }
-  o += "</g>\n";
+  o += svg_loglog_axes(L, T, pw, ph, xmin, xmax, ly0, ly1, px, py, [](double v, double e) {
+    return trim_number(v, e < 0 ? static_cast<int>(-e) : 0);
+  });
   o += fmt::format(
       "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">context length (tokens, log "
       "scale; K = 1024)</text>\n",
