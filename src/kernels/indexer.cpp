@@ -99,6 +99,20 @@ detail::IndexerFp4Prepared prepare(const IndexerFp4Query& q, uint8_t* mem) {
 using RunFn = void (*)(const detail::IndexerFp4Prepared*, size_t, const uint8_t*, size_t, float*,
                        size_t, uint8_t*);
 
+// Queries outside the exact range altogether get the _ref code on the whole run here; the ISA
+// bodies skip them. Returns whether any query is left for the vector body.
+bool score_inexact_queries_ref(const detail::IndexerFp4Prepared* qs, size_t n_queries,
+                               const uint8_t* keys, size_t n_keys, float* out, size_t out_stride) {
+  size_t n_fast = 0;
+  for (size_t t = 0; t < n_queries; ++t) {
+    if (qs[t].key_exp_lo > qs[t].key_exp_hi)
+      indexer_scores_fp4_ref(*qs[t].src, keys, n_keys, out + t * out_stride, nullptr);
+    else
+      ++n_fast;
+  }
+  return n_fast > 0;
+}
+
 void run_vector(RunFn fn, const IndexerFp4Query* qs, size_t n_queries, const uint8_t* keys,
                 size_t n_keys, float* out, size_t out_stride, IndexerScratch* scratch) {
   if (n_queries == 0) return;
@@ -123,7 +137,8 @@ void run_vector(RunFn fn, const IndexerFp4Query* qs, size_t n_queries, const uin
   for (size_t t = 0; t < n_queries; ++t)
     new (&prepared[t])
         detail::IndexerFp4Prepared(prepare(qs[t], base + head_bytes + tile_bytes + t * per_query));
-  fn(prepared, n_queries, keys, n_keys, out, out_stride, tile);
+  if (score_inexact_queries_ref(prepared, n_queries, keys, n_keys, out, out_stride))
+    fn(prepared, n_queries, keys, n_keys, out, out_stride, tile);
 }
 
 void run_planned(RunFn fn, const IndexerFp4Plan& plan, size_t t0, size_t n_queries,
@@ -138,7 +153,9 @@ void run_planned(RunFn fn, const IndexerFp4Plan& plan, size_t t0, size_t n_queri
   if (s.bytes.size() < tile_bytes) s.bytes.resize(tile_bytes);
   uint8_t* tile = s.bytes.data();
   tile += (kAlign - reinterpret_cast<uintptr_t>(tile) % kAlign) % kAlign;
-  fn(plan.prepared() + t0, n_queries, keys, n_keys, out, out_stride, tile);
+  const detail::IndexerFp4Prepared* qs = plan.prepared() + t0;
+  if (score_inexact_queries_ref(qs, n_queries, keys, n_keys, out, out_stride))
+    fn(qs, n_queries, keys, n_keys, out, out_stride, tile);
 }
 
 }  // namespace

@@ -158,7 +158,9 @@ struct IndexerFp4Prepared {
 size_t indexer_fp4_tile_bytes(size_t dim);
 
 // out[t * out_stride + j] for the prepared queries t < n_queries (same n_heads, dim) and keys
-// j < n_keys. `tile`: indexer_fp4_tile_bytes(dim) bytes, 64-byte aligned.
+// j < n_keys, except queries with key_exp_lo > key_exp_hi: those rows are left untouched (the
+// driver scores them with the _ref code). `tile`: indexer_fp4_tile_bytes(dim) bytes, 64-byte
+// aligned.
 void indexer_fp4_run_avx2(const IndexerFp4Prepared* qs, size_t n_queries, const uint8_t* keys,
                           size_t n_keys, float* out, size_t out_stride, uint8_t* tile);
 void indexer_fp4_run_avx512(const IndexerFp4Prepared* qs, size_t n_queries, const uint8_t* keys,

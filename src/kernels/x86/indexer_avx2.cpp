@@ -166,15 +166,7 @@ void indexer_fp4_run_avx2(const IndexerFp4Prepared* qs, size_t n_queries, const 
   const size_t dim = qs[0].src->dim, rb = indexer_fp4_record_bytes(dim);
   auto* tile = reinterpret_cast<__m256i*>(tile_mem);
   auto* ebits = reinterpret_cast<int32_t*>(tile + dim / 4);
-  // Queries outside the exact range altogether: the _ref code on the whole run.
-  size_t n_fast = 0;
-  for (size_t t = 0; t < n_queries; ++t) {
-    if (qs[t].key_exp_lo > qs[t].key_exp_hi)
-      indexer_scores_fp4_ref(*qs[t].src, keys, n_keys, out + t * out_stride, nullptr);
-    else
-      ++n_fast;
-  }
-  if (n_fast == 0) return;
+  // Queries outside the exact range were scored by the driver (kernels/indexer.cpp).
   for (size_t j0 = 0; j0 < n_keys; j0 += kTileKeys) {
     const size_t n = n_keys - j0 < kTileKeys ? n_keys - j0 : kTileKeys;
     const uint8_t* k = keys + j0 * rb;
