@@ -50,6 +50,26 @@ Result<std::vector<int32_t>> greedy_generate(const Model& model, std::span<const
   return out;
 }
 
+StreamStats::StreamStats(size_t n_layers, size_t n_tokens, size_t n_values_)
+    : sum(n_layers, std::vector<double>(n_tokens)),
+      sumsq(n_layers, std::vector<double>(n_tokens)),
+      n_values(n_values_) {}
+
+LayerObserver StreamStats::observer() {
+  return [this](int layer, int64_t first, int64_t n, const float* streams) {
+    for (int64_t i = 0; i < n; ++i) {
+      double s = 0, s2 = 0;
+      const float* row = streams + static_cast<size_t>(i) * n_values;
+      for (size_t j = 0; j < n_values; ++j) {
+        s += row[j];
+        s2 += static_cast<double>(row[j]) * row[j];
+      }
+      sum[static_cast<size_t>(layer)][static_cast<size_t>(first + i)] = s;
+      sumsq[static_cast<size_t>(layer)][static_cast<size_t>(first + i)] = s2;
+    }
+  };
+}
+
 Result<ReferenceReport> check_against_reference(const Model& model, const std::string& fixture_dir,
                                                 ThreadPool& pool, const CheckOptions& opts) {
   const std::string ref_path =
@@ -71,20 +91,10 @@ Result<ReferenceReport> check_against_reference(const Model& model, const std::s
   rep.n_tokens = static_cast<int64_t>(S);
 
   // Prefill with a per-layer observer.
-  std::vector<std::vector<double>> sums(L, std::vector<double>(S)),
-      sumsqs(L, std::vector<double>(S));
-  LayerObserver obs = [&](int layer, int64_t first, int64_t n, const float* streams) {
-    for (int64_t i = 0; i < n; ++i) {
-      double s = 0, s2 = 0;
-      const float* row = streams + static_cast<size_t>(i) * n_values;
-      for (size_t j = 0; j < n_values; ++j) {
-        s += row[j];
-        s2 += static_cast<double>(row[j]) * row[j];
-      }
-      sums[static_cast<size_t>(layer)][static_cast<size_t>(first + i)] = s;
-      sumsqs[static_cast<size_t>(layer)][static_cast<size_t>(first + i)] = s2;
-    }
-  };
+  StreamStats stats(L, S, n_values);
+  const LayerObserver obs = stats.observer();
+  const auto& sums = stats.sum;
+  const auto& sumsqs = stats.sumsq;
   std::vector<float> logits(S * V);
   SequenceState st = model.new_sequence();
   DSV4_RETURN_IF_ERROR(model.forward(tokens, st, pool, logits.data(), true, obs));

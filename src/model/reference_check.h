@@ -20,6 +20,16 @@
 
 namespace dsv4::model {
 
+// Per layer and position, the sum and sum of squares of the hyper-connection streams (the
+// statistics the reference fixtures store per layer), filled by the observer it hands out.
+struct StreamStats {
+  StreamStats(size_t n_layers, size_t n_tokens, size_t n_values);
+  LayerObserver observer();                // valid while this object lives
+  std::vector<std::vector<double>> sum;    // [layer][position]
+  std::vector<std::vector<double>> sumsq;  // [layer][position]
+  size_t n_values;                         // hc_mult * hidden_size per position
+};
+
 struct LayerDiff {
   int layer = 0;
   // max over positions of |sumsq - ref| / ref and |sum - ref| / sqrt(ref_sumsq * n_values):

@@ -36,6 +36,7 @@
 
 #include "formats/safetensors.h"
 #include "model/model.h"
+#include "model/reference_check.h"
 
 namespace dsv4::model {
 namespace {
@@ -139,20 +140,10 @@ TEST_P(OfficialReference, LogitsMatchSameNumericsReference) {
   ASSERT_EQ(margin.size(), S);
 
   // Prefill (the model's default chunks) with per-layer stream sums.
-  std::vector<std::vector<double>> sums(L, std::vector<double>(S)),
-      sumsqs(L, std::vector<double>(S));
-  LayerObserver obs = [&](int layer, int64_t first, int64_t n, const float* streams) {
-    for (int64_t i = 0; i < n; ++i) {
-      double s = 0, s2 = 0;
-      const float* row = streams + static_cast<size_t>(i) * n_values;
-      for (size_t j = 0; j < n_values; ++j) {
-        s += row[j];
-        s2 += double(row[j]) * row[j];
-      }
-      sums[static_cast<size_t>(layer)][static_cast<size_t>(first + i)] = s;
-      sumsqs[static_cast<size_t>(layer)][static_cast<size_t>(first + i)] = s2;
-    }
-  };
+  StreamStats stats(L, S, n_values);
+  const LayerObserver obs = stats.observer();
+  const auto& sums = stats.sum;
+  const auto& sumsqs = stats.sumsq;
   ThreadPool pool(2);
   auto st = (*model)->new_sequence(kv::Scheme::official);
   ASSERT_TRUE(st.ok()) << st.status().to_string();
