@@ -16,6 +16,7 @@
 #include <span>
 
 #include "../../fuzz/kv_snapshot_fuzz_config.h"
+#include "../temp_dir.h"
 #include "base/mmap_file.h"
 #include "kv_test_util.h"
 
@@ -42,23 +43,9 @@ std::vector<int32_t> token_ids(int64_t n) {
 }
 
 // A temporary directory removed at the end of the test.
-class TempDir {
+class TempDir : public ::dsv4::testing::TempDir {
  public:
-  TempDir() {
-    path_ = fs::temp_directory_path() /
-            ("dsv4_kvsnap_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-  static inline int counter_ = 0;
+  TempDir() : ::dsv4::testing::TempDir("dsv4_kvsnap") {}
 };
 
 SequenceCache filled(const formats::ModelConfig& cfg, Scheme scheme, CacheOptions opt, int64_t n,

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "../temp_dir.h"
 #include "base/mmap_file.h"
 
 namespace dsv4::model {
@@ -38,23 +39,10 @@ std::vector<int32_t> some_tokens(const Model& m, size_t n, int seed) {
   return t;
 }
 
-class TempDir {
+// A temporary directory removed at the end of the test.
+class TempDir : public ::dsv4::testing::TempDir {
  public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("dsv4_kvsnap_model_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+  TempDir() : ::dsv4::testing::TempDir("dsv4_kvsnap_model") {}
 };
 
 const kv::CacheOptions kOpt{.block_records = 64, .checkpoint_interval = 128};
