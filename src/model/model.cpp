@@ -278,31 +278,6 @@ void hadamard_f32(float* x, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] *= scale;
 }
 
-// RecordRuns over every entry (or indexer key) `layer` holds; `runs` receives the run pointers.
-// The cache's blocks all hold the same number of records (kv/cache.h), so every run but the
-// last is full.
-RecordRuns record_runs(const kv::SequenceCache& C, int layer, bool index_keys,
-                       std::vector<const uint8_t*>& runs) {
-  const int64_t count = index_keys ? C.n_index_keys(layer) : C.n_entries(layer);
-  RecordRuns r;
-  r.record_bytes = index_keys ? C.index_key_record_bytes(layer) : C.entry_record_bytes(layer);
-  r.count = static_cast<size_t>(count);
-  runs.clear();
-  int64_t run = 0;
-  for (int64_t first = 0; first < count;) {
-    const uint8_t* data = nullptr;
-    const int64_t len =
-        index_keys ? C.index_key_run(layer, first, &data) : C.entry_run(layer, first, &data);
-    if (first == 0) run = len;
-    DSV4_CHECK(len >= 1 && (len == run || first + len == count));
-    runs.push_back(data);
-    first += len;
-  }
-  r.runs = runs.data();
-  r.run_records = static_cast<size_t>(std::max<int64_t>(run, 1));
-  return r;
-}
-
 // Sizes the sequence's attention workspace (official scheme) for `context` positions, chunks of
 // `chunk` tokens and `threads` workers: once per distinct layer shape, plus the run tables.
 void reserve_attention(const ModelConfig& c, const kv::SequenceCache& C, int64_t context,
@@ -333,6 +308,30 @@ void reserve_attention(const ModelConfig& c, const kv::SequenceCache& C, int64_t
 }
 
 }  // namespace
+
+// The cache's blocks all hold the same number of records (kv/cache.h), so every run but the
+// last is full.
+RecordRuns record_runs(const kv::SequenceCache& C, int layer, bool index_keys,
+                       std::vector<const uint8_t*>& runs) {
+  const int64_t count = index_keys ? C.n_index_keys(layer) : C.n_entries(layer);
+  RecordRuns r;
+  r.record_bytes = index_keys ? C.index_key_record_bytes(layer) : C.entry_record_bytes(layer);
+  r.count = static_cast<size_t>(count);
+  runs.clear();
+  int64_t run = 0;
+  for (int64_t first = 0; first < count;) {
+    const uint8_t* data = nullptr;
+    const int64_t len =
+        index_keys ? C.index_key_run(layer, first, &data) : C.entry_run(layer, first, &data);
+    if (first == 0) run = len;
+    DSV4_CHECK(len >= 1 && (len == run || first + len == count));
+    runs.push_back(data);
+    first += len;
+  }
+  r.runs = runs.data();
+  r.run_records = static_cast<size_t>(std::max<int64_t>(run, 1));
+  return r;
+}
 
 uint64_t AttentionWorkspace::bytes() const {
   return exec.workspace_bytes() +

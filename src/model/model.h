@@ -83,6 +83,11 @@ struct SequenceState {
 // Per-layer observation hook for diagnostics (dsv4 diff, tests):
 // streams: [n_tokens, hc_mult, hidden] f32 residual streams after layer `layer` for the
 // tokens of this call (positions first_pos ...).
+// Every compressed entry (index_keys: every indexer key) `layer` of `cache` holds, as the
+// RecordRuns AttentionExec reads; `runs` receives the run pointers and must outlive the result.
+RecordRuns record_runs(const kv::SequenceCache& cache, int layer, bool index_keys,
+                       std::vector<const uint8_t*>& runs);
+
 using LayerObserver =
     std::function<void(int layer, int64_t first_pos, int64_t n_tokens, const float* streams)>;
 

@@ -18,6 +18,7 @@
 #include "kv/embedded_configs.h"
 #include "kv/layout.h"
 #include "model/attention_exec.h"
+#include "model/model.h"
 #include "model/tensor_table.h"
 #include "text_ui.h"
 
@@ -110,29 +111,6 @@ Result<formats::ModelConfig> one_layer_config(Kind kind) {
                                      fmt::format("DeepSeek-V4-Flash ({} layer)", kind_name(kind)));
 }
 
-// RecordRuns over a SequenceCache's raw records (every run but the last holds run_records).
-Status collect_runs(const kv::SequenceCache& c, int layer, bool index_keys, int64_t count,
-                    std::vector<const uint8_t*>& runs, model::RecordRuns& out) {
-  runs.clear();
-  int64_t run_records = 0;
-  for (int64_t first = 0; first < count;) {
-    const uint8_t* data = nullptr;
-    const int64_t len =
-        index_keys ? c.index_key_run(layer, first, &data) : c.entry_run(layer, first, &data);
-    if (len <= 0) return internal_error("bench: empty record run");
-    if (first == 0) run_records = len;
-    if (len != run_records && first + len < count)
-      return internal_error("bench: KV blocks of unequal record counts");
-    runs.push_back(data);
-    first += len;
-  }
-  out.runs = runs.data();
-  out.run_records = static_cast<size_t>(std::max<int64_t>(run_records, 1));
-  out.record_bytes = index_keys ? c.index_key_record_bytes(layer) : c.entry_record_bytes(layer);
-  out.count = static_cast<size_t>(count);
-  return ok_status();
-}
-
 struct CacheRecords {
   std::vector<const uint8_t*> window, entries, keys;
   model::LayerRecords recs;
@@ -148,10 +126,8 @@ Status collect_records(const kv::SequenceCache& c, const model::AttnLayerShape& 
   const int64_t p0 = (n - 1) / W * W;
   r.window.assign(1, c.window_record(0, p0));
   r.recs.window = {r.window.data(), shape.window, shape.record_bytes(), shape.window};
-  if (shape.ratio > 0)
-    DSV4_RETURN_IF_ERROR(collect_runs(c, 0, false, c.n_entries(0), r.entries, r.recs.entries));
-  if (shape.indexer)
-    DSV4_RETURN_IF_ERROR(collect_runs(c, 0, true, c.n_index_keys(0), r.keys, r.recs.index_keys));
+  if (shape.ratio > 0) r.recs.entries = model::record_runs(c, 0, false, r.entries);
+  if (shape.indexer) r.recs.index_keys = model::record_runs(c, 0, true, r.keys);
   return ok_status();
 }
 
