@@ -27,24 +27,12 @@
 #include <cstdint>
 
 #include "kernels/attention.h"
+#include "kernels/x86/quant_avx512.h"
 
 namespace dsv4::kernels {
 namespace {
 
-// Local copies of x86/quant_avx512.h helpers: functions there are `inline` with external linkage,
-// which unoptimized builds emit as weak symbols in this object (tests/isa_symbols.cmake).
-
-// 16 f8_e4m3 codes -> decode(code)·2^-8 as f32: the f16 with bits (sext(b) << 7) & 0xBFFF has
-// b's sign, exponent 0eeee and mantissa mmm0000000 (subnormals land on f16 subnormals).
-inline __m512 f8x16_to_f32_scaled(__m128i codes) {
-  __m256i h = _mm256_cvtepi8_epi16(codes);
-  h = _mm256_and_si256(_mm256_slli_epi16(h, 7), _mm256_set1_epi16(static_cast<short>(0xBFFF)));
-  return _mm512_cvtph_ps(h);
-}
-
-inline __mmask16 tail_mask16(size_t n) {
-  return static_cast<__mmask16>((1u << n) - 1u);
-}
+using namespace x86_avx512;
 
 constexpr size_t kTile = 64;  // keys per tile: up to four 16-lane score registers per head
 constexpr size_t kHeadGroup = 4;
@@ -162,32 +150,6 @@ void decode_bf16_row(const uint16_t* row, size_t key_dim, float* out) {
 
 // ---- vt -> kt: 16 keys x 32 dims (16 dwords of bf16 pairs) per register transpose ----------
 
-inline void transpose16(__m512i r[16]) {
-  __m512i a[16], b[16];
-  for (int i = 0; i < 8; ++i) {
-    a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
-    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
-    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
-    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
-  }
-  // b[4i + k], 128-bit lane L: column 4L + k of rows 4i..4i+3; gather lane L of b[k], b[4+k],
-  // b[8+k], b[12+k] into column 4L + k.
-  for (int k = 0; k < 4; ++k) {
-    const __m512i c0 = _mm512_shuffle_i32x4(b[k], b[4 + k], 0x44);
-    const __m512i c1 = _mm512_shuffle_i32x4(b[k], b[4 + k], 0xEE);
-    const __m512i c2 = _mm512_shuffle_i32x4(b[8 + k], b[12 + k], 0x44);
-    const __m512i c3 = _mm512_shuffle_i32x4(b[8 + k], b[12 + k], 0xEE);
-    r[k] = _mm512_shuffle_i32x4(c0, c2, 0x88);
-    r[4 + k] = _mm512_shuffle_i32x4(c0, c2, 0xDD);
-    r[8 + k] = _mm512_shuffle_i32x4(c1, c3, 0x88);
-    r[12 + k] = _mm512_shuffle_i32x4(c1, c3, 0xDD);
-  }
-}
-
 // kt[dp, kb*16 + r] = bf16 pair (vt[kb*16 + r, 2dp], vt[kb*16 + r, 2dp + 1]); keys >= nk are 0.
 void build_kt(const float* vt, size_t key_dim, size_t nk, uint32_t* kt) {
   const size_t n_blocks = (nk + 15) / 16;
@@ -204,7 +166,7 @@ void build_kt(const float* vt, size_t key_dim, size_t nk, uint32_t* kt) {
           r[i] = _mm512_setzero_si512();
         }
       }
-      transpose16(r);
+      transpose16x16_epi32(r, r);
       for (size_t c = 0; c < 16; ++c) _mm512_store_si512(kt + (d0 / 2 + c) * kTile + kb * 16, r[c]);
     }
   }
@@ -221,7 +183,7 @@ void build_kt32(const float* vt, size_t key_dim, size_t nk, float* kt32) {
         r[i] = j < nk ? _mm512_castps_si512(_mm512_loadu_ps(vt + j * key_dim + d0))
                       : _mm512_setzero_si512();
       }
-      transpose16(r);
+      transpose16x16_epi32(r, r);
       for (size_t c = 0; c < 16; ++c)
         _mm512_store_ps(kt32 + (d0 + c) * kTile + kb * 16, _mm512_castsi512_ps(r[c]));
     }

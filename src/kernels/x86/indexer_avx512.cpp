@@ -34,9 +34,12 @@
 #include <cstdint>
 
 #include "kernels/indexer.h"
+#include "kernels/x86/quant_avx512.h"
 
 namespace dsv4::kernels::detail {
 namespace {
+
+using namespace x86_avx512;
 
 constexpr size_t kTileKeys = 16;
 
@@ -48,33 +51,6 @@ inline __m512i dpbusd_bcst(__m512i acc, __m512i k, const int8_t* q) {
       : "+v"(acc)
       : "v"(k), "m"(*reinterpret_cast<const int32_t*>(q)));
   return acc;
-}
-
-// In-register transpose: r[j] dword p -> w[p] dword j (16 x 16).
-inline void transpose16(const __m512i* r, __m512i* w) {
-  __m512i a[16], b[16];
-  for (int i = 0; i < 8; ++i) {
-    a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  // b[4i + m], 128-bit lane L: keys 4i..4i+3 at dword 4L + m.
-  for (int i = 0; i < 4; ++i) {
-    b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
-    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
-    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
-    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
-  }
-  // 4 x 4 transpose of 128-bit lanes among b[m], b[4+m], b[8+m], b[12+m].
-  for (int m = 0; m < 4; ++m) {
-    const __m512i c0 = _mm512_shuffle_i32x4(b[m], b[4 + m], 0x44);
-    const __m512i c1 = _mm512_shuffle_i32x4(b[m], b[4 + m], 0xEE);
-    const __m512i c2 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], 0x44);
-    const __m512i c3 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], 0xEE);
-    w[m] = _mm512_shuffle_i32x4(c0, c2, 0x88);
-    w[4 + m] = _mm512_shuffle_i32x4(c0, c2, 0xDD);
-    w[8 + m] = _mm512_shuffle_i32x4(c1, c3, 0x88);
-    w[12 + m] = _mm512_shuffle_i32x4(c1, c3, 0xDD);
-  }
 }
 
 // Expands records [0, n) (n <= 16) into tile[dim/4] (u8 = 2v + 12, lanes = keys; lanes >= n
@@ -91,7 +67,7 @@ void expand_tile(const uint8_t* keys, size_t n, size_t dim, __m512i* tile, __m51
     for (size_t j = 0; j < kTileKeys; ++j)
       r[j] =
           j < n ? _mm512_maskz_loadu_epi32(dmask, keys + j * rb + 4 * c) : _mm512_setzero_si512();
-    transpose16(r, w);
+    transpose16x16_epi32(r, w);
     for (size_t p = 0; p < m; ++p) {
       _mm512_store_si512(tile + 2 * (c + p), _mm512_shuffle_epi8(lut, _mm512_and_si512(w[p], nib)));
       _mm512_store_si512(

@@ -58,4 +58,33 @@ static inline __mmask16 tail_mask16(size_t n) {
   return static_cast<__mmask16>((1u << n) - 1u);
 }
 
+// 16 x 16 dword transpose in registers: in[j] dword p -> out[p] dword j. in == out is allowed
+// (the input is read completely before the first output is written). Used where keys go into
+// SIMD lanes: the indexer's FP4 key tiles and the attention kernel's bf16 key tile.
+static inline void transpose16x16_epi32(const __m512i* in, __m512i* out) {
+  __m512i a[16], b[16];
+  for (int i = 0; i < 8; ++i) {
+    a[2 * i] = _mm512_unpacklo_epi32(in[2 * i], in[2 * i + 1]);
+    a[2 * i + 1] = _mm512_unpackhi_epi32(in[2 * i], in[2 * i + 1]);
+  }
+  // b[4i + m], 128-bit lane L: rows 4i..4i+3 at dword 4L + m.
+  for (int i = 0; i < 4; ++i) {
+    b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+  }
+  // 4 x 4 transpose of 128-bit lanes among b[m], b[4+m], b[8+m], b[12+m].
+  for (int m = 0; m < 4; ++m) {
+    const __m512i c0 = _mm512_shuffle_i32x4(b[m], b[4 + m], 0x44);
+    const __m512i c1 = _mm512_shuffle_i32x4(b[m], b[4 + m], 0xEE);
+    const __m512i c2 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], 0x44);
+    const __m512i c3 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], 0xEE);
+    out[m] = _mm512_shuffle_i32x4(c0, c2, 0x88);
+    out[4 + m] = _mm512_shuffle_i32x4(c0, c2, 0xDD);
+    out[8 + m] = _mm512_shuffle_i32x4(c1, c3, 0x88);
+    out[12 + m] = _mm512_shuffle_i32x4(c1, c3, 0xDD);
+  }
+}
+
 }  // namespace dsv4::kernels::x86_avx512
