@@ -15,6 +15,7 @@
 #include <numeric>
 #include <random>
 
+#include "fixtures.h"
 #include "kv/record_codec.h"
 #include "model/attention_exec.h"
 #include "model/model.h"
@@ -43,6 +44,8 @@ __attribute__((noinline)) void operator delete(void* p, std::size_t) noexcept {
 
 namespace dsv4::model {
 namespace {
+
+using testing::load_fixture;
 
 namespace codec = kv::codec;
 
@@ -510,14 +513,6 @@ TEST(AttentionExec, WorkspaceAtFlashDimsIsSmall) {
 
 // ---------------------------------------------------------------------------------------------
 // Model level, official cache
-
-namespace fs = std::filesystem;
-
-std::unique_ptr<Model> load_fixture(const char* name) {
-  auto m = Model::load((fs::path(DSV4_TEST_DATA_DIR) / "fixtures" / name).string());
-  EXPECT_TRUE(m.ok()) << m.status().to_string();
-  return m.ok() ? std::move(*m) : nullptr;
-}
 
 std::vector<int32_t> tokens_for(const Model& m, size_t n, int seed) {
   std::vector<int32_t> t(n);

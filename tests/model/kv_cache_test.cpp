@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <random>
 
+#include "fixtures.h"
 #include "formats/safetensors.h"
 #include "kernels/codecs.h"
 #include "kv/record_codec.h"
@@ -17,11 +18,11 @@
 namespace dsv4::model {
 namespace {
 
-namespace fs = std::filesystem;
+using testing::fixture_dir;
+using testing::load_fixture;
+using testing::some_tokens;
 
-std::string dir_of(const char* name) {
-  return (fs::path(DSV4_TEST_DATA_DIR) / "fixtures" / name).string();
-}
+namespace fs = std::filesystem;
 
 template <typename T>
 std::vector<T> read_ref(const formats::SafetensorsFile& f, const std::string& name) {
@@ -56,12 +57,6 @@ TEST(KvRecords, MatchKernelBlockQuantizers) {
   }
 }
 
-std::unique_ptr<Model> load(const char* name) {
-  auto m = Model::load(dir_of(name));
-  EXPECT_TRUE(m.ok()) << m.status().to_string();
-  return m.ok() ? std::move(*m) : nullptr;
-}
-
 // Official FP8/FP4 storage moves logits away from the f32 reference by the rounding of every
 // cached row (FP8 e4m3 with a power-of-two scale per 64 dims: up to 2^-4 of a block's scale;
 // FP4 indexer keys and queries, bf16 attention queries). On the random-weight fixtures,
@@ -76,10 +71,10 @@ constexpr double kOfficialWorstBound = 0.75;
 class OfficialFixture : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(OfficialFixture, LogitsNearReferenceAndGreedyMatches) {
-  auto model = load(GetParam());
+  auto model = load_fixture(GetParam());
   ASSERT_NE(model, nullptr);
   auto ref = formats::SafetensorsFile::open(
-      (fs::path(dir_of(GetParam())) / "reference.safetensors").string());
+      (fs::path(fixture_dir(GetParam())) / "reference.safetensors").string());
   ASSERT_TRUE(ref.ok());
   const auto tokens = read_ref<int32_t>(*ref, "tokens");
   const auto ref_logits = read_ref<float>(*ref, "logits");
@@ -142,16 +137,8 @@ TEST_P(OfficialFixture, LogitsNearReferenceAndGreedyMatches) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, OfficialFixture, ::testing::Values("tiny", "long", "wide"),
                          [](const auto& info) { return std::string(info.param); });
 
-std::vector<int32_t> some_tokens(const Model& m, size_t n, int seed) {
-  std::vector<int32_t> t(n);
-  for (size_t i = 0; i < n; ++i)
-    t[i] = static_cast<int32_t>((i * 37 + static_cast<size_t>(seed) * 101 + 11) %
-                                static_cast<size_t>(m.config().vocab_size));
-  return t;
-}
-
 TEST(KvForward, OfficialPrefillEqualsTokenByTokenDecode) {
-  auto model = load("long");
+  auto model = load_fixture("long");
   ASSERT_NE(model, nullptr);
   const size_t V = static_cast<size_t>(model->config().vocab_size);
   const auto tokens = some_tokens(*model, 300, 1);
@@ -172,7 +159,7 @@ TEST(KvForward, OfficialPrefillEqualsTokenByTokenDecode) {
 // rewind(p) then re-extend == an uninterrupted run, bit for bit, for p at, before and after
 // compression (4, 128) and window (128) boundaries, with checkpoints and without (replay from 0).
 TEST(KvForward, RewindThenExtendEqualsFreshRun) {
-  auto model = load("long");  // SWA, CSA (ratio 4), HCA (ratio 128) layers
+  auto model = load_fixture("long");  // SWA, CSA (ratio 4), HCA (ratio 128) layers
   ASSERT_NE(model, nullptr);
   const size_t V = static_cast<size_t>(model->config().vocab_size);
   const auto tokens = some_tokens(*model, 300, 2);
@@ -212,7 +199,7 @@ TEST(KvForward, RewindThenExtendEqualsFreshRun) {
 }
 
 TEST(KvForward, BudgetExhaustionLeavesTheSequenceAlone) {
-  auto model = load("long");
+  auto model = load_fixture("long");
   ASSERT_NE(model, nullptr);
   auto layout = kv::make_layout(model->config(), kv::Scheme::official);
   ASSERT_TRUE(layout.ok());

@@ -15,29 +15,16 @@
 
 #include "../temp_dir.h"
 #include "base/mmap_file.h"
+#include "fixtures.h"
 
 namespace dsv4::model {
 namespace {
 
+using testing::fixture_dir;
+using testing::load_model;
+using testing::some_tokens;
+
 namespace fs = std::filesystem;
-
-std::string dir_of(const char* name) {
-  return (fs::path(DSV4_TEST_DATA_DIR) / "fixtures" / name).string();
-}
-
-std::unique_ptr<Model> load(const std::string& dir) {
-  auto m = Model::load(dir);
-  EXPECT_TRUE(m.ok()) << m.status().to_string();
-  return m.ok() ? std::move(*m) : nullptr;
-}
-
-std::vector<int32_t> some_tokens(const Model& m, size_t n, int seed) {
-  std::vector<int32_t> t(n);
-  for (size_t i = 0; i < n; ++i)
-    t[i] = static_cast<int32_t>((i * 37 + static_cast<size_t>(seed) * 101 + 11) %
-                                static_cast<size_t>(m.config().vocab_size));
-  return t;
-}
 
 // A temporary directory removed at the end of the test.
 class TempDir : public ::dsv4::testing::TempDir {
@@ -67,7 +54,7 @@ void expect_continues_exactly(const Model& model, SequenceState& st,
 
 // The snapshots of one uninterrupted run at several n, each loaded and continued to the end.
 TEST(KvSnapshotModel, SnapshotLoadContinueEqualsUninterruptedRun) {
-  auto model = load(dir_of("long"));  // SWA, CSA (ratio 4), HCA (ratio 128)
+  auto model = load_model(fixture_dir("long"));  // SWA, CSA (ratio 4), HCA (ratio 128)
   ASSERT_NE(model, nullptr);
   const size_t V = static_cast<size_t>(model->config().vocab_size);
   const auto tokens = some_tokens(*model, 330, 5);
@@ -113,7 +100,7 @@ TEST(KvSnapshotModel, SnapshotLoadContinueEqualsUninterruptedRun) {
 // A loaded state rewinds like the saved one: its checkpoints came along (restore + replay from
 // 128), and a rewind before the first checkpoint replays from 0.
 TEST(KvSnapshotModel, RewindAfterLoadAndPrefixSnapshots) {
-  auto model = load(dir_of("long"));
+  auto model = load_model(fixture_dir("long"));
   ASSERT_NE(model, nullptr);
   const size_t V = static_cast<size_t>(model->config().vocab_size);
   const auto tokens = some_tokens(*model, 310, 6);
@@ -157,7 +144,7 @@ TEST(KvSnapshotModel, RewindAfterLoadAndPrefixSnapshots) {
 // tokens, and the shared prefix's blocks are held once in memory — and stored once in a
 // snapshot store, from which both load and continue exactly.
 TEST(KvSnapshotModel, ForkThenDivergeEqualsFreshRuns) {
-  auto model = load(dir_of("long"));
+  auto model = load_model(fixture_dir("long"));
   ASSERT_NE(model, nullptr);
   const size_t V = static_cast<size_t>(model->config().vocab_size);
   const auto prefix = some_tokens(*model, 201, 7);
@@ -224,9 +211,9 @@ TEST(KvSnapshotModel, ForkThenDivergeEqualsFreshRuns) {
 }
 
 TEST(KvSnapshotModel, AnotherModelsSnapshotIsRefused) {
-  auto long_model = load(dir_of("long"));
-  auto tiny = load(dir_of("tiny"));
-  auto wide = load(dir_of("wide"));
+  auto long_model = load_model(fixture_dir("long"));
+  auto tiny = load_model(fixture_dir("tiny"));
+  auto wide = load_model(fixture_dir("wide"));
   ASSERT_TRUE(long_model && tiny && wide);
   ThreadPool pool(1);
   auto st = long_model->new_sequence(kv::Scheme::official);
@@ -248,7 +235,7 @@ TEST(KvSnapshotModel, AnotherModelsSnapshotIsRefused) {
     EXPECT_NE(s.status().message().find(want), std::string::npos) << s.status().message();
   }
   // The same model loaded again (another Model object) accepts it.
-  auto again = load(dir_of("long"));
+  auto again = load_model(fixture_dir("long"));
   ASSERT_NE(again, nullptr);
   EXPECT_TRUE(load_kv_snapshot(*again, path).ok());
 }
@@ -257,7 +244,7 @@ TEST(KvSnapshotModel, AnotherModelsSnapshotIsRefused) {
 // header and the first/last 4 KiB of tensor data.
 TEST(KvSnapshotModel, IdentityFollowsContentNotLocation) {
   TempDir dir;
-  const fs::path src = dir_of("long");
+  const fs::path src = fixture_dir("long");
   auto copy_to = [&](const std::string& name) {
     const fs::path d = dir.path() / name;
     fs::create_directories(d);
@@ -265,13 +252,13 @@ TEST(KvSnapshotModel, IdentityFollowsContentNotLocation) {
     fs::copy_file(src / "model.safetensors", d / "model.safetensors");
     return d;
   };
-  auto original = load(src.string());
+  auto original = load_model(src.string());
   ASSERT_NE(original, nullptr);
   const kv::ModelIdentity id = model_identity(*original);
   EXPECT_EQ(id.model_type, "deepseek_v4");
 
   const fs::path same = copy_to("same");
-  auto m_same = load(same.string());
+  auto m_same = load_model(same.string());
   ASSERT_NE(m_same, nullptr);
   const kv::ModelIdentity id_same = model_identity(*m_same);
   EXPECT_EQ(id_same.config_hash, id.config_hash);
@@ -289,7 +276,7 @@ TEST(KvSnapshotModel, IdentityFollowsContentNotLocation) {
                                   std::span(reinterpret_cast<const uint8_t*>(b.data()), b.size()))
                     .ok());
   }
-  auto m_edit = load(edited.string());
+  auto m_edit = load_model(edited.string());
   ASSERT_NE(m_edit, nullptr);
   EXPECT_EQ(model_identity(*m_edit).config_hash, id.config_hash);
   EXPECT_NE(model_identity(*m_edit).weights_hash, id.weights_hash);

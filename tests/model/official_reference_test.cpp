@@ -34,12 +34,15 @@
 #include <string>
 #include <vector>
 
+#include "fixtures.h"
 #include "formats/safetensors.h"
 #include "model/model.h"
 #include "model/reference_check.h"
 
 namespace dsv4::model {
 namespace {
+
+using testing::fixture_dir;
 
 namespace fs = std::filesystem;
 
@@ -71,10 +74,6 @@ constexpr Bounds kBounds[] = {
 
 void PrintTo(const Bounds& b, std::ostream* os) {
   *os << b.fixture;
-}
-
-std::string dir_of(const std::string& name) {
-  return (fs::path(DSV4_TEST_DATA_DIR) / "fixtures" / name).string();
 }
 
 template <typename T>
@@ -117,7 +116,7 @@ class OfficialReference : public ::testing::TestWithParam<Bounds> {};
 
 TEST_P(OfficialReference, LogitsMatchSameNumericsReference) {
   const Bounds b = GetParam();
-  const std::string dir = dir_of(b.fixture);
+  const std::string dir = fixture_dir(b.fixture);
   auto model = Model::load(dir);
   ASSERT_TRUE(model.ok()) << model.status().to_string();
   const auto& cfg = (*model)->config();
@@ -237,7 +236,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, OfficialReference, ::testing::ValuesIn(kBound
 // carries the rounding and the bounds are tight enough to see it (measured: mean 1.4e-2, p99
 // 3.8e-2 on tiny).
 TEST(OfficialReference, F32SchemeIsOutsideTheBounds) {
-  const std::string dir = dir_of("tiny");
+  const std::string dir = fixture_dir("tiny");
   auto model = Model::load(dir);
   ASSERT_TRUE(model.ok()) << model.status().to_string();
   auto ref =
