@@ -731,9 +731,9 @@ TEST(EngineSnapshot, SaveLoadContinueAndRejectBadFiles) {
   flipped[flipped.size() / 2] = static_cast<char>(flipped[flipped.size() / 2] ^ 0x10);
   auto c = engine->new_session();
   ASSERT_TRUE(c->prefill(std::span<const int32_t>(p).first(5)).ok());
-  for (const std::string& bad : {write("flipped.kv", flipped),
-                                 write("short.kv", bytes.substr(0, bytes.size() - 7)),
-                                 (dir / "missing.kv").string()}) {
+  for (const std::string& bad :
+       {write("flipped.kv", flipped), write("short.kv", bytes.substr(0, bytes.size() - 7)),
+        (dir / "missing.kv").string()}) {
     Status st = c->load_kv(bad);
     EXPECT_FALSE(st.ok()) << bad;
     EXPECT_EQ(c->evaluated(), 5) << bad;  // unchanged

@@ -2,9 +2,10 @@
 // stdin/stdout. Each input line is one user message (a pipe works: one turn per line); /reset
 // starts a new conversation, /save FILE and /load FILE write and read a KV snapshot (the next
 // turn reuses the snapshot's longest common prefix with the conversation), /exit or end of input
-// ends; --kv-load FILE starts from a snapshot, --kv-save FILE saves at the end. The session keeps its KV cache between
-// turns: each turn prefills only what the previous turns did not already compute (engine.h), and
-// stderr reports "turn N: prompt P tokens, reused R, prefilled F ..." so this can be checked.
+// ends; --kv-load FILE starts from a snapshot, --kv-save FILE saves at the end. The session keeps
+// its KV cache between turns: each turn prefills only what the previous turns did not already
+// compute (engine.h), and stderr reports "turn N: prompt P tokens, reused R, prefilled F ..." so
+// this can be checked.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -112,18 +113,17 @@ int run_chat(const TextArgs& a) {
     conv.messages.push_back(std::move(reply));
 
     const std::string rewound =
-        reuse->rewound == 0
-            ? std::string()
-            : fmt::format(" (rewound {} tokens{})", reuse->rewound,
-                          reuse->fresh_state ? " to the start: fresh state" : "");
+        reuse->rewound == 0 ? std::string()
+                            : fmt::format(" (rewound {} tokens{})", reuse->rewound,
+                                          reuse->fresh_state ? " to the start: fresh state" : "");
     std::fprintf(stderr,
                  "turn %d: prompt %lld tokens, reused %lld, prefilled %lld%s in %.3f s (%.1f t/s); "
                  "generated %zu tokens in %.3f s (%.1f t/s); stop: %s\n",
                  turn, static_cast<long long>(reuse->prompt_tokens),
                  static_cast<long long>(reuse->reused), static_cast<long long>(reuse->prefilled),
-                 rewound.c_str(), reuse->seconds,
-                 reuse->tokens_per_second(), answer.gen.tokens.size(), answer.gen.seconds,
-                 answer.gen.tokens_per_second(), answer.finish.c_str());
+                 rewound.c_str(), reuse->seconds, reuse->tokens_per_second(),
+                 answer.gen.tokens.size(), answer.gen.seconds, answer.gen.tokens_per_second(),
+                 answer.finish.c_str());
   }
   if (!a.kv_save.empty()) {
     if (Status st = save(a.kv_save); !st.ok()) return report_error(st);
@@ -133,8 +133,9 @@ int run_chat(const TextArgs& a) {
 
 RunFn setup(CLI::App& app) {
   auto args = std::make_shared<TextArgs>();
-  CLI::App* sub = app.add_subcommand(
-      "chat", "Interactive multi-turn chat (one message per stdin line; /reset, /save FILE, /load FILE, /exit)");
+  CLI::App* sub = app.add_subcommand("chat",
+                                     "Interactive multi-turn chat (one message per stdin line; "
+                                     "/reset, /save FILE, /load FILE, /exit)");
   sub->add_option("-m,--model", args->model,
                   "Model directory: config.json, safetensors, tokenizer.json")
       ->required();

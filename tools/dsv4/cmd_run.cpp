@@ -144,8 +144,8 @@ int run_text(const RunArgs& a) {
     Status st = session->load_kv(a.text.kv_load);
     if (!st.ok()) return report_error(st);
     fmt::print(stderr, "loaded KV snapshot {}: {} tokens, {} in {:.3f} s\n", a.text.kv_load,
-               session->evaluated(), format_bytes(static_cast<double>(session->kv_allocated_bytes())),
-               t.seconds());
+               session->evaluated(),
+               format_bytes(static_cast<double>(session->kv_allocated_bytes())), t.seconds());
   }
   Timer prefill_timer;
   const std::span<const int32_t> prompt(*ids);

@@ -39,10 +39,11 @@ void add_generation_options(CLI::App* sub, TextArgs& a) {
   sub->add_option("--kv-load", a.kv_load,
                   "Start from a KV snapshot (saved with --kv-save by the same model): the prompt "
                   "reuses its longest common prefix with the snapshot's tokens");
-  sub->add_option("--kv-save", a.kv_save,
-                  "Save a KV snapshot to this file (atomic write): run saves the prompt's KV (all but its last "
-                  "token, so every prompt that starts with it reuses all of it); chat saves the "
-                  "session at the end");
+  sub->add_option(
+      "--kv-save", a.kv_save,
+      "Save a KV snapshot to this file (atomic write): run saves the prompt's KV (all but its last "
+      "token, so every prompt that starts with it reuses all of it); chat saves the "
+      "session at the end");
   sub->add_option("--kv-budget", a.kv_budget,
                   "Most bytes the KV cache may hold, e.g. 8G (binary units; default: no limit)");
   sub->add_option("--checkpoint-every", a.checkpoint_every,
@@ -166,8 +167,7 @@ Result<std::unique_ptr<engine::Engine>> load_engine(const TextArgs& a) {
     opts.kv_budget_bytes = *budget;
   }
   if (a.checkpoint_every < 0) {
-    return invalid_argument(
-        fmt::format("--checkpoint-every: {} must be >= 0", a.checkpoint_every));
+    return invalid_argument(fmt::format("--checkpoint-every: {} must be >= 0", a.checkpoint_every));
   }
   opts.checkpoint_interval = a.checkpoint_every;
   engine::LoadProgressFn progress;
