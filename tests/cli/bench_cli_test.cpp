@@ -103,6 +103,21 @@ size_t count_fields(const std::string& line) {
   return n;
 }
 
+// The unquoted fields of a CSV line (the bench quotes only text run facts, which no check
+// here reads).
+std::vector<std::string> fields_of(const std::string& line) {
+  std::vector<std::string> v(1);
+  bool quoted = false;
+  for (char c : line) {
+    if (c == '"') quoted = !quoted;
+    if (c == ',' && !quoted)
+      v.emplace_back();
+    else
+      v.back().push_back(c);
+  }
+  return v;
+}
+
 std::vector<std::string> lines_of(const std::string& s) {
   std::vector<std::string> v;
   std::istringstream in(s);
@@ -197,6 +212,11 @@ TEST_F(BenchCli, JsonRowsFloorsStackAndPlot) {
   for (const char* k : {"dram_read_gbps", "int8_dot_gmacs", "bf16_dot_gmacs", "f32_fma_gmacs"})
     EXPECT_GT(f[k].get<double>(), 0) << k;
   EXPECT_GE(f["dram_probe_buffer_bytes"].get<double>(), 128.0 * (1 << 20));
+  // The machine-state reading: the real indexer kernel, some share of the int8 probe (a kernel
+  // with operand loads, expansion and scaling cannot beat the register-only probe by much).
+  EXPECT_GT(f["indexer_kernel_gmacs"].get<double>(), 0);
+  EXPECT_NEAR(f["indexer_kernel_of_int8_probe"].get<double>(),
+              f["indexer_kernel_gmacs"].get<double>() / f["int8_dot_gmacs"].get<double>(), 1e-9);
 
   // Rows: 4 kinds x 2 contexts, with the V4-Flash / V3.2 geometry.
   ASSERT_EQ(j["rows"].size(), 8u);
@@ -212,6 +232,7 @@ TEST_F(BenchCli, JsonRowsFloorsStackAndPlot) {
         << what;
     EXPECT_EQ(d["reps"], 2) << what;
     EXPECT_GT(row["ratio_to_floor"].get<double>(), 0) << what;
+    EXPECT_GT(row["indexer_kernel_gmacs_after"].get<double>(), 0) << what;
     EXPECT_GT(row["kv_bytes"].get<double>(), 0) << what;
     EXPECT_GT(row["transient_bytes"].get<double>(), 0) << what;
     // ratio_to_floor = mean / max(memory floor, compute floor).
@@ -319,11 +340,44 @@ TEST_F(BenchCli, CsvHeaderAndRows) {
   EXPECT_EQ(lines[2].rfind("hca,1024,8,", 0), 0u) << lines[2];
 }
 
+// The whole-stack lines share the rows' header: every field lands in its named column (they
+// were one column short once a column was added to the rows).
+TEST_F(BenchCli, CsvStackLinesLineUpWithTheHeader) {
+  CliRun r = run({"--layer", "all", "--ctx", "1K", "--reps", "1", "--warmup", "0",
+                  "--prefill-tokens", "4", "--threads", "2", "--csv"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 7u) << r.out;  // header + 4 rows + 2 stack lines
+  const std::vector<std::string> head = fields_of(lines[0]);
+  auto col = [&](const char* name) {
+    const auto it = std::find(head.begin(), head.end(), name);
+    EXPECT_NE(it, head.end()) << name;
+    return static_cast<size_t>(it - head.begin());
+  };
+  int stack_lines = 0;
+  for (size_t i = 1; i < lines.size(); ++i) {
+    const std::vector<std::string> f = fields_of(lines[i]);
+    ASSERT_EQ(f.size(), head.size()) << lines[i];
+    if (f[0].rfind("stack:", 0) != 0) continue;
+    ++stack_lines;
+    // decode_tokens_per_s = 1000 / decode_ms_mean, and the run facts in their columns.
+    const double ms = std::stod(f[col("decode_ms_mean")]);
+    const double tps = std::stod(f[col("decode_tokens_per_s")]);
+    EXPECT_NEAR(tps, 1000.0 / ms, 1e-3 * tps + 1e-3) << lines[i];
+    EXPECT_EQ(f[col("threads")], "2") << lines[i];
+    EXPECT_GT(std::stod(f[col("ratio_to_floor")]), 0) << lines[i];
+    EXPECT_FALSE(f[col("kernel_isa")].empty()) << lines[i];
+  }
+  EXPECT_EQ(stack_lines, 2);
+}
+
 TEST_F(BenchCli, TableNamesFloorsAndWeightStreaming) {
   CliRun r = run({"--layer", "swa", "--ctx", "1K", "--reps", "1", "--warmup", "0"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   for (const char* text : {"floors, measured now on", "DRAM read", "int8 dot", "bf16 dot",
-                           "weight-streaming floor", "commit", "swa    1K"})
+                           "weight-streaming floor", "commit", "swa    1K",
+                           "state: the indexer "
+                           "kernel on cached keys"})
     EXPECT_NE(r.out.find(text), std::string::npos) << text << "\n" << r.out;
 }
 

@@ -9,6 +9,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -16,7 +17,9 @@
 #include "base/aligned_buffer.h"
 #include "base/cpu_features.h"
 #include "base/timer.h"
+#include "kernels/codecs.h"
 #include "kernels/dispatch.h"
+#include "kernels/indexer.h"
 #include "kernels/probe.h"
 
 namespace dsv4::cli::bench {
@@ -186,6 +189,58 @@ double mac_rate(ThreadPool& pool, Probe probe, int samples) {
 
 }  // namespace
 
+double indexer_kernel_gmacs(ThreadPool& pool) {
+  // V4-Flash indexer shape; 1,024 keys = 68 KiB per worker, far below any L2.
+  constexpr size_t kHeads = 64, kDim = 128, kKeys = 1024;
+  constexpr size_t kRec = kernels::indexer_fp4_record_bytes(kDim);
+  constexpr int kSamples = 15;
+  constexpr size_t kTasksPerThread = 4;
+  const size_t nt = static_cast<size_t>(pool.num_threads());
+  // Rotated activations look Gaussian; quantized as the model does (scale bytes near 127).
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(kHeads * kDim);
+  for (float& v : x) v = nd(rng);
+  std::vector<uint8_t> codes(kHeads * kDim / 2), scales(kHeads * kDim / 32);
+  std::vector<float> w(kHeads, 1.0f / 64);
+  for (size_t h = 0; h < kHeads; ++h)
+    kernels::quantize_f4e2m1_blocks(&x[h * kDim], kDim, 32, &codes[h * kDim / 2],
+                                    &scales[h * kDim / 32]);
+  const kernels::IndexerFp4Query q{codes.data(), scales.data(), w.data(), kHeads, kDim};
+  kernels::IndexerFp4Plan plan;
+  plan.reset(&q, 1);
+  plan.prepare(0, 1);
+  std::vector<uint8_t> keys(nt * kKeys * kRec);
+  for (size_t j = 0; j < nt * kKeys; ++j) {
+    for (size_t i = 0; i < kDim; ++i) x[i] = nd(rng);
+    kernels::quantize_f4e2m1_blocks(x.data(), kDim, 32, &keys[j * kRec],
+                                    &keys[j * kRec + kDim / 2]);
+  }
+  std::vector<float> out(nt * kKeys);
+  std::vector<kernels::IndexerScratch> scratch(nt);
+  auto task = [&](int ti) {
+    const size_t t = static_cast<size_t>(ti);
+    kernels::indexer_scores_fp4_planned(plan, 0, 1, &keys[t * kKeys * kRec], kKeys, &out[t * kKeys],
+                                        kKeys, &scratch[t]);
+  };
+  pool.parallel_for(0, nt, 1, [&](size_t b, size_t e, int ti) {  // warm-up: keys, scratch
+    for (size_t i = b; i < e; ++i) task(ti);
+  });
+  std::vector<double> rates;
+  const size_t tasks = kTasksPerThread * nt;
+  for (int s = 0; s < kSamples; ++s) {
+    Timer t;
+    pool.parallel_for(0, tasks, 1, [&](size_t b, size_t e, int ti) {
+      for (size_t i = b; i < e; ++i) task(ti);
+    });
+    rates.push_back(static_cast<double>(tasks * kKeys * kHeads * kDim) / t.seconds() / 1e9);
+  }
+  float sum = 0;
+  for (float v : out) sum += v;
+  g_sink = g_sink + static_cast<uint64_t>(sum != 0);
+  return quantile(rates, kRateQuantile);
+}
+
 uint64_t mem_available_bytes() {
   std::ifstream in("/proc/meminfo");
   std::string key;
@@ -307,6 +362,7 @@ Result<Floors> measure_floors(ThreadPool& pool) {
     if (f.i8_gmacs_one_thread > 0)
       f.thread_scaling = f.i8_gmacs / (pool.num_threads() * f.i8_gmacs_one_thread);
   }
+  f.indexer_kernel_gmacs = indexer_kernel_gmacs(pool);
   f.i8_instruction = kernels::probe_dot_i8_instruction();
   f.bf16_instruction = kernels::probe_dot_bf16_instruction();
   f.f32_instruction = kernels::probe_fma_f32_instruction();
@@ -328,6 +384,8 @@ nlohmann::ordered_json to_json(const Floors& f) {
   j["rate_statistic"] = "90th percentile of short pieces, all threads at once";
   j["int8_dot_gmacs_one_thread"] = f.i8_gmacs_one_thread;
   j["thread_scaling"] = f.thread_scaling;
+  j["indexer_kernel_gmacs"] = f.indexer_kernel_gmacs;
+  j["indexer_kernel_of_int8_probe"] = f.i8_gmacs > 0 ? f.indexer_kernel_gmacs / f.i8_gmacs : 0.0;
   j["machine_busy"] = f.busy();
   j["seconds"] = f.seconds;
   return j;

@@ -62,11 +62,22 @@ struct Floors {
   // probes (or workers share cores), which lowers the floors and inflates the timings alike.
   double i8_gmacs_one_thread = 0;
   double thread_scaling = 0;
+  // indexer_kernel_gmacs() when the floors were measured (not a floor: see there).
+  double indexer_kernel_gmacs = 0;
   bool busy() const { return thread_scaling > 0 && thread_scaling < 0.85; }
   double seconds = 0;  // time the probes took
 };
 // Errors: out_of_memory when the DRAM probe buffer cannot be allocated in available memory.
 Result<Floors> measure_floors(ThreadPool& pool);
+
+// The production lightning-indexer kernel (kernels::indexer_scores_fp4_planned, active ISA) on
+// 1,024 FP4 keys per worker that stay in its L2: multiply-accumulates per second on all
+// threads, the 90th percentile of short pieces as for the floors. Not a floor and not part of
+// any ratio: a reading of how much of the int8 probe's rate the machine lets a real kernel
+// reach at that moment. On the shared 2-vCPU VMs of issue #6 this swung between ~0.8 and ~0.6
+// of the int8 probe within minutes for one binary while the register-only probe stayed put,
+// so it is measured with the floors and again after every row (LayerRow::indexer_kernel_gmacs).
+double indexer_kernel_gmacs(ThreadPool& pool);
 nlohmann::ordered_json to_json(const Floors& f);
 
 // Reads `bytes` of a private buffer (>= 2x the last-level cache) so that data read next comes

@@ -89,6 +89,7 @@ struct LayerRow {
   Work prefill_work;
   FloorTimes prefill_floor;
   double growth_exponent = 0;  // CSA/HCA: log(t/t_prev)/log(entries/entries_prev); 0: first row
+  double indexer_kernel_gmacs = 0;  // indexer_kernel_gmacs() right after the row's timings
 };
 
 // V4-Flash's layer schedule and the V3.2 MLA shape, from the embedded configs.

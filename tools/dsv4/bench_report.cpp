@@ -218,6 +218,29 @@ void derive(LayerReport& r, const BenchModels& m) {
 
 // ------------------------------------------------------------------------------ table
 
+namespace {
+
+// The indexer kernel on cached keys with the floors and after each row, as a share of the int8
+// probe: when it moves during a run, so do the timings, while the floors stay put.
+std::string machine_state_line(const LayerReport& r) {
+  const Floors& f = r.floors;
+  if (f.i8_gmacs <= 0 || f.indexer_kernel_gmacs <= 0) return "";
+  double lo = f.indexer_kernel_gmacs, hi = lo;
+  for (const LayerRow& row : r.rows) {
+    if (row.indexer_kernel_gmacs <= 0) continue;
+    lo = std::min(lo, row.indexer_kernel_gmacs);
+    hi = std::max(hi, row.indexer_kernel_gmacs);
+  }
+  return fmt::format(
+      "state: the indexer kernel on cached keys ran at {:.0f} GMAC/s = {:.0f}% of the int8 "
+      "probe with the floors, {:.0f}-{:.0f}% right after the rows (column state). Not a floor: "
+      "a lower share means the machine ran slower than its floors show at that time\n",
+      f.indexer_kernel_gmacs, 100 * f.indexer_kernel_gmacs / f.i8_gmacs, 100 * lo / f.i8_gmacs,
+      100 * hi / f.i8_gmacs);
+}
+
+}  // namespace
+
 std::string to_table(const LayerReport& r) {
   const RunInfo& i = r.info;
   const Floors& f = r.floors;
@@ -251,7 +274,7 @@ std::string to_table(const LayerReport& r) {
   std::vector<Line> lines;
   lines.push_back(
       {{"layer", "context", "entries", "KV bytes", "transient", "decode ms", "median", "± sd",
-        "mem floor", "cmp floor", "ratio", "prefill t/s", "± sd", "floor t/s", "ratio"}});
+        "mem floor", "cmp floor", "ratio", "prefill t/s", "± sd", "floor t/s", "ratio", "state"}});
   for (const LayerRow& row : r.rows) {
     Line l;
     l.c.push_back(kind_name(row.kind));
@@ -277,6 +300,9 @@ std::string to_table(const LayerReport& r) {
     } else {
       for (int k = 0; k < 4; ++k) l.c.push_back("-");
     }
+    l.c.push_back(f.i8_gmacs > 0 && row.indexer_kernel_gmacs > 0
+                      ? fmt::format("{:.0f}%", 100 * row.indexer_kernel_gmacs / f.i8_gmacs)
+                      : "-");
     lines.push_back(l);
   }
   std::vector<size_t> w(lines[0].c.size(), 0);
@@ -292,6 +318,7 @@ std::string to_table(const LayerReport& r) {
   o += "\nms per decode step of one layer; floors: memory = DRAM bytes / DRAM read rate, "
        "compute = int8 MACs / int8 rate + bf16 MACs / bf16 rate + f32 MACs / f32 rate; "
        "ratio = mean / max(floors).\n";
+  o += machine_state_line(r);
 
   if (!r.stack.empty()) {
     o += "\nwhole stack, attention on the cache only (per generated token):\n";
@@ -347,8 +374,8 @@ std::string to_csv(const LayerReport& r) {
       "memory_floor_ms,"
       "compute_floor_ms,ratio_to_floor,prefill_tokens,prefill_tokens_per_s_mean,"
       "prefill_ms_stddev,prefill_floor_tokens_per_s,prefill_ratio_to_floor,growth_exponent,"
-      "threads,kernel_isa,commit,compiler,cpu,dram_gbps,int8_gmacs,bf16_gmacs,f32_gmacs,"
-      "loadavg_start\n";
+      "indexer_kernel_gmacs_after,threads,kernel_isa,commit,compiler,cpu,dram_gbps,"
+      "int8_gmacs,bf16_gmacs,f32_gmacs,loadavg_start\n";
   auto tail = [&] {
     return fmt::format("{},{},{},{},{},{:.2f},{:.1f},{:.1f},{:.1f},{}", i.threads, i.isa,
                        csv_field(i.commit), csv_field(i.compiler), csv_field(i.cpu), f.dram_gbps,
@@ -369,18 +396,18 @@ std::string to_csv(const LayerReport& r) {
                        tps(T, row.prefill_floor.max()), prefill_ratio_of(row));
     else
       o += "0,,,,,";
-    o += fmt::format("{:.4f},{}\n", row.growth_exponent, tail());
+    o += fmt::format("{:.4f},{:.1f},{}\n", row.growth_exponent, row.indexer_kernel_gmacs, tail());
   }
   for (const StackRow& s : r.stack) {
     if (s.has_v4)
       o += fmt::format(
-          "stack:v4-flash,{},,,{},{},{:.6f},,,,,{:.3f},,,{:.4f},{},{:.3f},,{:.3f},,,{}\n", s.ctx,
+          "stack:v4-flash,{},,,{},{},{:.6f},,,,,,{:.3f},,,{:.4f},{},{:.3f},,{:.3f},,,,{}\n", s.ctx,
           s.v4_kv_bytes, s.max_transient_bytes, s.v4_decode_s * 1e3, tps(1, s.v4_decode_s),
           s.v4_floor_s > 0 ? s.v4_decode_s / s.v4_floor_s : 0.0,
           s.v4_prefill_tps > 0 ? r.options.prefill_tokens : 0, s.v4_prefill_tps,
           s.v4_prefill_floor_tps, tail());
     if (s.has_mla)
-      o += fmt::format("stack:v3.2-mla,{},,,{},,{:.6f},,,,,{:.3f},,,{:.4f},0,,,,,,{}\n", s.ctx,
+      o += fmt::format("stack:v3.2-mla,{},,,{},,{:.6f},,,,,,{:.3f},,,{:.4f},0,,,,,,,{}\n", s.ctx,
                        s.mla_kv_bytes, s.mla_decode_s * 1e3, tps(1, s.mla_decode_s),
                        s.mla_floor_s > 0 ? s.mla_decode_s / s.mla_floor_s : 0.0, tail());
   }
@@ -454,6 +481,7 @@ std::string to_json_text(const LayerReport& r) {
       j["prefill"] = nullptr;
     }
     if (row.growth_exponent != 0) j["growth_exponent"] = row.growth_exponent;
+    j["indexer_kernel_gmacs_after"] = row.indexer_kernel_gmacs;
     rows.push_back(j);
   }
   root["rows"] = rows;

@@ -201,6 +201,7 @@ int run_layers(const Options& o) {
       Timer t;
       auto row = run_layer(*models, k, n, rep.floors, pool, rep.options);
       if (!row.ok()) return report_error(row.status());
+      row->indexer_kernel_gmacs = indexer_kernel_gmacs(pool);
       if (lines)
         std::fprintf(stderr, "bench: %s @ %s: decode %.3f ms (floor %.3f ms)%s, %.1f s\n",
                      kind_name(k), format_count(n).c_str(), row->decode.mean * 1e3,
