@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "kernels/attention.h"
+#include "kernels/x86/prefetch.h"
 
 namespace dsv4::kernels {
 namespace {
@@ -26,7 +27,8 @@ inline void f8x16_to_f32_scaled(__m128i codes, __m256* lo, __m256* hi) {
   *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
 }
 
-constexpr size_t kTile = 16;  // keys per tile: two 8-lane score registers per head
+constexpr size_t kTile = 16;       // keys per tile: two 8-lane score registers per head
+constexpr size_t kFirstAhead = 8;  // first-tile record prefetch distance, records
 // Heads per register block: QK 4 x 2 accumulators (with 6, gcc 12 spills them), PV 6 x 2 (+ 2
 // value registers + 1 broadcast = 15 of 16 ymm).
 constexpr size_t kQkHeads = 4;
@@ -328,11 +330,6 @@ void prepare_query(const float* q, size_t n, float* qf) {
   for (size_t i = 0; i < n; i += 8) _mm256_store_ps(qf + i, round_bf16(_mm256_loadu_ps(q + i)));
 }
 
-inline void prefetch_record(const uint8_t* p, size_t bytes) {
-  for (size_t o = 0; o < bytes; o += 64)
-    _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
-}
-
 }  // namespace
 
 namespace detail {
@@ -349,12 +346,17 @@ void attend_v4_fp8_raw_avx2(const float* q, size_t n_heads, size_t head_dim, siz
   prepare_query(q, n_heads * head_dim, w.qf);
   const size_t nope = head_dim - rope_dim;
   const size_t rec_bytes = nope + 2 * rope_dim + (nope / 64 + 7) / 8 * 8;
+  // The first tile's scattered records kFirstAhead ahead of its decode (attention_avx512.cpp).
+  const size_t first = n_keys < kTile ? n_keys : kTile;
+  for (size_t j = 0; j < kFirstAhead && j < first; ++j) x86::prefetch_record(recs[j], rec_bytes);
   for (size_t j0 = 0; j0 < n_keys; j0 += kTile) {
     const size_t nk = n_keys - j0 < kTile ? n_keys - j0 : kTile;
     // Record j of the next tile is prefetched while record j of this one is decoded.
     const size_t next = n_keys - j0 - nk < kTile ? n_keys - j0 - nk : kTile;
     for (size_t j = 0; j < nk; ++j) {
-      if (j < next) prefetch_record(recs[j0 + nk + j], rec_bytes);
+      if (j0 == 0 && j + kFirstAhead < nk && x86::scattered(recs, j + kFirstAhead, rec_bytes))
+        x86::prefetch_record(recs[j + kFirstAhead], rec_bytes);
+      if (j < next) x86::prefetch_record(recs[j0 + nk + j], rec_bytes);
       decode_v4(recs[j0 + j], head_dim, rope_dim, w.vt + j * head_dim);
     }
     tile(w, n_heads, head_dim, head_dim, nk, scale, m, l, acc);
