@@ -4,23 +4,53 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "base/check.h"
 
 namespace dsv4 {
 
+namespace {
+
+// The CPUs this process may run on, in increasing order (empty when unknown).
+std::vector<int> allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  return cpus;
+}
+
+bool pin_to(pthread_t t, int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(static_cast<unsigned>(cpu), &set);
+  return pthread_setaffinity_np(t, sizeof(set), &set) == 0;
+}
+
+}  // namespace
+
 ThreadPool::ThreadPool(int n_threads, bool pin) {
   if (n_threads <= 0)
     n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const std::vector<int> allowed = pin ? allowed_cpus() : std::vector<int>{};
+  if (!allowed.empty()) {
+    cpu_set_t before;
+    CPU_ZERO(&before);
+    if (pthread_getaffinity_np(pthread_self(), sizeof(before), &before) == 0) {
+      caller_mask_.resize(sizeof(before));
+      std::memcpy(caller_mask_.data(), &before, sizeof(before));
+      cpus_.resize(static_cast<size_t>(n_threads));
+      for (size_t i = 0; i < cpus_.size(); ++i) cpus_[i] = allowed[i % allowed.size()];
+      pinned_ = pin_to(pthread_self(), cpus_[0]);
+    }
+  }
   workers_.reserve(static_cast<size_t>(n_threads - 1));
   for (int i = 1; i < n_threads; ++i) {
     workers_.emplace_back([this, i] { worker_loop(i); });
-    if (pin) {
-      cpu_set_t set;
-      CPU_ZERO(&set);
-      CPU_SET(static_cast<unsigned>(i) % CPU_SETSIZE, &set);
-      (void)pthread_setaffinity_np(workers_.back().native_handle(), sizeof(set), &set);
-    }
+    if (pinned_) pinned_ = pin_to(workers_.back().native_handle(), cpus_[static_cast<size_t>(i)]);
   }
 }
 
@@ -32,6 +62,11 @@ ThreadPool::~ThreadPool() {
   }
   cv_.notify_all();
   for (auto& t : workers_) t.join();
+  if (!caller_mask_.empty()) {
+    cpu_set_t before;
+    std::memcpy(&before, caller_mask_.data(), sizeof(before));
+    (void)pthread_setaffinity_np(pthread_self(), sizeof(before), &before);
+  }
 }
 
 void ThreadPool::run_chunks(int thread_index) {

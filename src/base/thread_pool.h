@@ -39,13 +39,27 @@ class ThreadPool {
   };
 
   // n_threads <= 0 means "all hardware threads" (std::thread::hardware_concurrency()).
-  // pin: pin worker i to CPU i (best effort; ignored where not permitted).
+  // pin: thread i (the constructing thread is 0, worker i is i) runs only on the i-th CPU this
+  // process may use (sched_getaffinity; modulo their count, so threads share CPUs only when
+  // there are more threads than CPUs). A pinned thread keeps its caches and is never moved next
+  // to a sibling worker by the scheduler; the price is that it cannot flee a CPU another process
+  // keeps busy. The constructing thread's previous affinity is restored by the destructor (call
+  // both from the same thread). Best effort: where the system refuses, threads stay unpinned
+  // and pinned() says so.
   explicit ThreadPool(int n_threads = 0, bool pin = false);
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
   ~ThreadPool();
 
   int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
+  // Every thread, the constructing one included, was pinned as asked.
+  bool pinned() const { return pinned_; }
+  // The CPU thread i was pinned to, or -1 when not pinned.
+  int pinned_cpu(int thread_index) const {
+    return pinned_ && thread_index >= 0 && static_cast<size_t>(thread_index) < cpus_.size()
+               ? cpus_[static_cast<size_t>(thread_index)]
+               : -1;
+  }
 
   // Runs fn over [begin, end) split into chunks of >= grain indices. Returns when all are done.
   // fn is called as fn(begin, end, thread_index) and must outlive the call (it does: the call
@@ -61,6 +75,10 @@ class ThreadPool {
   void run_chunks(int thread_index);
 
   std::vector<std::thread> workers_;
+  bool pinned_ = false;
+  std::vector<int> cpus_;  // [num_threads()] when pinned
+  // The constructing thread's affinity before pinning (a cpu_set_t), restored by ~ThreadPool.
+  std::vector<unsigned char> caller_mask_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<uint64_t> generation_{0};

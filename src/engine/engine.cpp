@@ -185,7 +185,7 @@ Result<std::unique_ptr<Engine>> Engine::load(const std::string& model_dir,
 
   if (options.prefault) prefault_weights(impl->model->checkpoint(), progress, timer);
 
-  impl->pool = std::make_unique<ThreadPool>(options.threads);
+  impl->pool = std::make_unique<ThreadPool>(options.threads, options.pin_threads);
   impl->kv_pool = std::make_shared<kv::BlockPool>(
       options.kv_budget_bytes == 0 ? kv::BlockPool::kUnlimited : options.kv_budget_bytes);
   impl->kv_scheme = options.kv_storage == EngineOptions::KvStorage::official ? kv::Scheme::official
@@ -205,6 +205,7 @@ Result<std::unique_ptr<Engine>> Engine::load(const std::string& model_dir,
   s.tokenizer_vocab = tok.vocab_size();
   s.weight_bytes = impl->model->checkpoint().total_bytes();
   s.threads = impl->pool->num_threads();
+  s.pinned = impl->pool->pinned();
   impl->tok.emplace(std::move(tok));
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }

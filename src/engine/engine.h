@@ -69,6 +69,8 @@ namespace dsv4::engine {
 
 struct EngineOptions {
   int threads = 0;             // forward-pass threads; <= 0: all hardware threads
+  bool pin_threads = false;    // ThreadPool pin: the thread that creates the engine (run forward()
+                               // from it) and each worker get their own CPU
   int64_t prefill_chunk = 64;  // tokens per forward() call in prefill (progress granularity), >= 1
   bool prefault = false;       // read every weight page once at load (progress reported), so the
                                // first prefill does not pay for page faults
@@ -108,6 +110,7 @@ struct ModelSummary {
   int32_t tokenizer_vocab = 0;  // ids the tokenizer names (<= vocab_size)
   uint64_t weight_bytes = 0;    // tensor bytes of the checkpoint
   int threads = 0;
+  bool pinned = false;  // ThreadPool::pinned()
 };
 
 class Session;

@@ -204,6 +204,7 @@ TEST_F(BenchCli, JsonRowsFloorsStackAndPlot) {
     ASSERT_TRUE(meta.contains(k)) << k;
     EXPECT_FALSE(meta[k].get<std::string>().empty()) << k;
   }
+  EXPECT_TRUE(meta["pinned"].is_boolean());
   const std::string isa = meta["kernel_isa"];
   EXPECT_TRUE(isa == "ref" || isa == "avx2" || isa == "avx512") << isa;
 

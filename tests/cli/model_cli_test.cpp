@@ -94,8 +94,13 @@ TEST_F(ModelCli, InspectUnexpectedTensorAndBadDirs) {
 TEST_F(ModelCli, RunGreedyIsDeterministic) {
   CliRun a = run({"run", "-m", kTiny.string(), "--tokens", "5,6,7", "-n", "8", "-t", "1"});
   CliRun b = run({"run", "-m", kTiny.string(), "--tokens", "5,6,7", "-n", "8", "-t", "2"});
+  CliRun c = run({"run", "-m", kTiny.string(), "--tokens", "5,6,7", "-n", "8", "-t", "2", "--pin"});
   ASSERT_EQ(a.exit_code, 0) << a.err;
+  ASSERT_EQ(c.exit_code, 0) << c.err;
   EXPECT_EQ(a.out, b.out);
+  EXPECT_EQ(a.out, c.out);  // pinned threads compute the same bits
+  EXPECT_NE(c.err.find("2 threads (pinned)"), std::string::npos) << c.err;
+  EXPECT_EQ(b.err.find("(pinned)"), std::string::npos) << b.err;
   EXPECT_NE(a.out.find("tokens: "), std::string::npos);
 }
 

@@ -315,6 +315,7 @@ nlohmann::ordered_json to_json(const RunInfo& r) {
   j["cpu_features"] = r.features;
   j["kernel_isa"] = r.isa;
   j["threads"] = r.threads;
+  j["pinned"] = r.pinned;
   j["hardware_threads"] = r.hardware_threads;
   j["mem_available_bytes"] = r.mem_available;
   j["loadavg_start"] = r.loadavg_start;

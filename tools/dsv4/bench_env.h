@@ -24,6 +24,7 @@ struct RunInfo {
   std::string features;  // cpu_features().summary()
   std::string isa;       // kernels::active_isa(): ref / avx2 / avx512
   int threads = 0;       // ThreadPool workers
+  bool pinned = false;   // ThreadPool::pinned(): each thread bound to its own CPU
   int hardware_threads = 0;
   uint64_t mem_available = 0;                 // /proc/meminfo MemAvailable, bytes (0: unknown)
   std::string loadavg_start, loadavg_end;     // /proc/loadavg (1, 5, 15 min) at start and end

@@ -249,8 +249,8 @@ std::string to_table(const LayerReport& r) {
        "synthetic weights and cache\n";
   o += fmt::format("build: dsv4 {} commit {} · {} · {} · kernels {}\n", i.version, i.commit,
                    i.compiler, i.build, i.isa);
-  o += fmt::format("machine: {} · {} threads of {} · load {} (start)\n", i.cpu, i.threads,
-                   i.hardware_threads, i.loadavg_start);
+  o += fmt::format("machine: {} · {} threads of {}{} · load {} (start)\n", i.cpu, i.threads,
+                   i.hardware_threads, i.pinned ? ", pinned" : "", i.loadavg_start);
   o += fmt::format(
       "floors, measured now on {} threads: DRAM read {:.1f} GB/s (median {:.1f}) · int8 dot "
       "{:.0f} GMAC/s ({}) · bf16 dot {:.0f} GMAC/s ({}) · f32 FMA {:.0f} GMAC/s ({})\n",

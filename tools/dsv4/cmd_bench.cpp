@@ -52,6 +52,7 @@ struct Options {
   int reps = 5;
   int warmup = 1;
   int threads = 0;
+  bool pin = true;
   int64_t prefill_tokens = 64;
   bool warm_cache = false;
   bool json = false, csv = false;
@@ -169,9 +170,10 @@ int run_layers(const Options& o) {
     }
   }
 
-  ThreadPool pool(o.threads);
+  ThreadPool pool(o.threads, o.pin);
   LayerReport rep;
   rep.info = collect_run_info(pool.num_threads());
+  rep.info.pinned = pool.pinned();
   rep.kinds = *kinds;
   rep.contexts = *ctx;
   rep.options.reps = o.reps;
@@ -296,8 +298,9 @@ int run_model(const Options& o) {
     }
   }
 
-  ThreadPool pool(o.threads);
+  ThreadPool pool(o.threads, o.pin);
   RunInfo info = collect_run_info(pool.num_threads());
+  info.pinned = pool.pinned();
   auto floors = measure_floors(pool);
   if (!floors.ok()) return report_error(floors.status());
   const bool lines = progress_lines(o);
@@ -482,6 +485,9 @@ RunFn setup(CLI::App& app) {
   sub->add_option("--reps", opt->reps, "timed repetitions per figure (default 5)");
   sub->add_option("--warmup", opt->warmup, "untimed repetitions first (default 1)");
   sub->add_option("--threads,-t", opt->threads, "worker threads (default: all hardware threads)");
+  sub->add_flag("--pin,!--no-pin", opt->pin,
+                "pin thread i to the i-th CPU this process may use (default on: --no-pin lets "
+                "the scheduler move them)");
   sub->add_option("--prefill-tokens", opt->prefill_tokens,
                   "layer mode: tokens of the timed prefill chunk (default 64; 0: no prefill)");
   sub->add_flag("--warm-cache", opt->warm_cache,

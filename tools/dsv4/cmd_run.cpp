@@ -59,8 +59,9 @@ int run_tokens(const RunArgs& a) {
   if (!model.ok())
     return report_error(model.status(), "MODEL_DIR needs config.json and safetensors");
   const model::Model& m = **model;
-  fmt::print(stderr, "loaded {} in {:.2f} s\n", a.text.model, load_timer.seconds());
-  ThreadPool pool(a.text.threads);
+  ThreadPool pool(a.text.threads, a.text.pin);
+  fmt::print(stderr, "loaded {} in {:.2f} s; {} threads{}\n", a.text.model, load_timer.seconds(),
+             pool.num_threads(), pool.pinned() ? " (pinned)" : "");
   const size_t V = static_cast<size_t>(m.config().vocab_size);
   std::vector<float> logits(V);
   model::SequenceState st = m.new_sequence();

@@ -31,6 +31,9 @@ void add_generation_options(CLI::App* sub, TextArgs& a) {
       "-n,--max-tokens", a.n,
       fmt::format("Most tokens to generate (default {}; -1: until EOS)", kDefaultMaxTokens));
   sub->add_option("-t,--threads", a.threads, "Threads (default: all cores)");
+  sub->add_flag("--pin", a.pin,
+                "Pin each thread to its own CPU (of those this process may use); off by default, "
+                "so that threads can move away from CPUs other programs keep busy");
   sub->add_flag("--prefault", a.prefault, "Read all weights into memory at load (progress shown)");
   sub->add_option("--kv", a.kv,
                   "KV cache storage: exact (f32 rows, the reference's math) or official "
@@ -153,6 +156,7 @@ void clear_line() {
 Result<std::unique_ptr<engine::Engine>> load_engine(const TextArgs& a) {
   engine::EngineOptions opts;
   opts.threads = a.threads;
+  opts.pin_threads = a.pin;
   opts.prefault = a.prefault;
   if (a.kv == "exact") {
     opts.kv_storage = engine::EngineOptions::KvStorage::exact;
@@ -203,12 +207,12 @@ Result<std::unique_ptr<engine::Engine>> load_engine(const TextArgs& a) {
   const engine::ModelSummary& s = (*e)->summary();
   std::fprintf(stderr,
                "loaded %s: %lld layers, hidden %lld, %lld experts (%lld active), vocab %lld, "
-               "%s of weights, %d threads, in %.2f s\n",
+               "%s of weights, %d threads%s, in %.2f s\n",
                a.model.c_str(), static_cast<long long>(s.layers),
                static_cast<long long>(s.hidden_size), static_cast<long long>(s.routed_experts),
                static_cast<long long>(s.experts_per_token), static_cast<long long>(s.vocab_size),
                format_bytes(static_cast<double>(s.weight_bytes)).c_str(), s.threads,
-               timer.seconds());
+               s.pinned ? " (pinned)" : "", timer.seconds());
   return std::move(e).value();
 }
 

@@ -22,6 +22,7 @@ struct TextArgs {
   std::string model;
   std::optional<int> n;  // max new tokens; -1: no limit; default kDefaultMaxTokens
   int threads = 0;
+  bool pin = false;
   bool prefault = false;
   // KV cache: storage, shared byte budget (e.g. "8G"; empty: unlimited), rewind checkpoints.
   std::string kv = "exact";
