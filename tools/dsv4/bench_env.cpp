@@ -189,56 +189,55 @@ double mac_rate(ThreadPool& pool, Probe probe, int samples) {
 
 }  // namespace
 
-double indexer_kernel_gmacs(ThreadPool& pool) {
-  // V4-Flash indexer shape; 1,024 keys = 68 KiB per worker, far below any L2.
-  constexpr size_t kHeads = 64, kDim = 128, kKeys = 1024;
-  constexpr size_t kRec = kernels::indexer_fp4_record_bytes(kDim);
-  constexpr int kSamples = 15;
-  constexpr size_t kTasksPerThread = 4;
-  const size_t nt = static_cast<size_t>(pool.num_threads());
+KernelStateProbe::KernelStateProbe(int n_threads) : nt_(static_cast<size_t>(n_threads)) {
   // Rotated activations look Gaussian; quantized as the model does (scale bytes near 127).
   std::mt19937_64 rng(11);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<float> x(kHeads * kDim);
   for (float& v : x) v = nd(rng);
-  std::vector<uint8_t> codes(kHeads * kDim / 2), scales(kHeads * kDim / 32);
-  std::vector<float> w(kHeads, 1.0f / 64);
+  codes_.resize(kHeads * kDim / 2);
+  scales_.resize(kHeads * kDim / 32);
+  weights_.assign(kHeads, 1.0f / 64);
   for (size_t h = 0; h < kHeads; ++h)
-    kernels::quantize_f4e2m1_blocks(&x[h * kDim], kDim, 32, &codes[h * kDim / 2],
-                                    &scales[h * kDim / 32]);
-  const kernels::IndexerFp4Query q{codes.data(), scales.data(), w.data(), kHeads, kDim};
-  kernels::IndexerFp4Plan plan;
-  plan.reset(&q, 1);
-  plan.prepare(0, 1);
-  std::vector<uint8_t> keys(nt * kKeys * kRec);
-  for (size_t j = 0; j < nt * kKeys; ++j) {
+    kernels::quantize_f4e2m1_blocks(&x[h * kDim], kDim, 32, &codes_[h * kDim / 2],
+                                    &scales_[h * kDim / 32]);
+  const kernels::IndexerFp4Query q{codes_.data(), scales_.data(), weights_.data(), kHeads, kDim};
+  plan_.reset(&q, 1);
+  plan_.prepare(0, 1);
+  keys_.resize(nt_ * kKeys * kRec);
+  for (size_t j = 0; j < nt_ * kKeys; ++j) {
     for (size_t i = 0; i < kDim; ++i) x[i] = nd(rng);
-    kernels::quantize_f4e2m1_blocks(x.data(), kDim, 32, &keys[j * kRec],
-                                    &keys[j * kRec + kDim / 2]);
+    kernels::quantize_f4e2m1_blocks(x.data(), kDim, 32, &keys_[j * kRec],
+                                    &keys_[j * kRec + kDim / 2]);
   }
-  std::vector<float> out(nt * kKeys);
-  std::vector<kernels::IndexerScratch> scratch(nt);
-  auto task = [&](int ti) {
-    const size_t t = static_cast<size_t>(ti);
-    kernels::indexer_scores_fp4_planned(plan, 0, 1, &keys[t * kKeys * kRec], kKeys, &out[t * kKeys],
-                                        kKeys, &scratch[t]);
-  };
-  pool.parallel_for(0, nt, 1, [&](size_t b, size_t e, int ti) {  // warm-up: keys, scratch
-    for (size_t i = b; i < e; ++i) task(ti);
+  out_.resize(nt_ * kKeys);
+  scratch_.resize(nt_);
+}
+
+double KernelStateProbe::sample(ThreadPool& pool) {
+  DSV4_CHECK(static_cast<size_t>(pool.num_threads()) == nt_);
+  const size_t tasks = kTasksPerThread * nt_;
+  Timer t;
+  pool.parallel_for(0, tasks, 1, [&](size_t b, size_t e, int ti) {
+    const size_t w = static_cast<size_t>(ti);
+    for (size_t i = b; i < e; ++i)
+      kernels::indexer_scores_fp4_planned(plan_, 0, 1, &keys_[w * kKeys * kRec], kKeys,
+                                          &out_[w * kKeys], kKeys, &scratch_[w]);
   });
+  const double sec = t.seconds();
+  g_sink = g_sink + static_cast<uint64_t>(out_[0] != 0);
+  return static_cast<double>(tasks * kKeys * kHeads * kDim) / sec / 1e9;
+}
+
+double KernelStateProbe::reading(ThreadPool& pool, int samples) {
+  sample(pool);  // warm-up: keys, scratch
   std::vector<double> rates;
-  const size_t tasks = kTasksPerThread * nt;
-  for (int s = 0; s < kSamples; ++s) {
-    Timer t;
-    pool.parallel_for(0, tasks, 1, [&](size_t b, size_t e, int ti) {
-      for (size_t i = b; i < e; ++i) task(ti);
-    });
-    rates.push_back(static_cast<double>(tasks * kKeys * kHeads * kDim) / t.seconds() / 1e9);
-  }
-  float sum = 0;
-  for (float v : out) sum += v;
-  g_sink = g_sink + static_cast<uint64_t>(sum != 0);
-  return quantile(rates, kRateQuantile);
+  for (int s = 0; s < samples; ++s) rates.push_back(sample(pool));
+  return quantile(rates, 0.5);
+}
+
+double median_of(std::vector<double> v) {
+  return quantile(std::move(v), 0.5);
 }
 
 uint64_t mem_available_bytes() {
@@ -363,7 +362,7 @@ Result<Floors> measure_floors(ThreadPool& pool) {
     if (f.i8_gmacs_one_thread > 0)
       f.thread_scaling = f.i8_gmacs / (pool.num_threads() * f.i8_gmacs_one_thread);
   }
-  f.indexer_kernel_gmacs = indexer_kernel_gmacs(pool);
+  f.indexer_kernel_gmacs = KernelStateProbe(pool.num_threads()).reading(pool, 15);
   f.i8_instruction = kernels::probe_dot_i8_instruction();
   f.bf16_instruction = kernels::probe_dot_bf16_instruction();
   f.f32_instruction = kernels::probe_fma_f32_instruction();

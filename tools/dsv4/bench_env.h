@@ -10,6 +10,7 @@
 #include "base/aligned_buffer.h"
 #include "base/result.h"
 #include "base/thread_pool.h"
+#include "kernels/indexer.h"
 
 namespace dsv4::cli::bench {
 
@@ -63,7 +64,7 @@ struct Floors {
   // probes (or workers share cores), which lowers the floors and inflates the timings alike.
   double i8_gmacs_one_thread = 0;
   double thread_scaling = 0;
-  // indexer_kernel_gmacs() when the floors were measured (not a floor: see there).
+  // KernelStateProbe reading when the floors were measured (not a floor: see there).
   double indexer_kernel_gmacs = 0;
   bool busy() const { return thread_scaling > 0 && thread_scaling < 0.85; }
   double seconds = 0;  // time the probes took
@@ -71,14 +72,32 @@ struct Floors {
 // Errors: out_of_memory when the DRAM probe buffer cannot be allocated in available memory.
 Result<Floors> measure_floors(ThreadPool& pool);
 
-// The production lightning-indexer kernel (kernels::indexer_scores_fp4_planned, active ISA) on
-// 1,024 FP4 keys per worker that stay in its L2: multiply-accumulates per second on all
-// threads, the 90th percentile of short pieces as for the floors. Not a floor and not part of
-// any ratio: a reading of how much of the int8 probe's rate the machine lets a real kernel
-// reach at that moment. On the shared 2-vCPU VMs of issue #6 this swung between ~0.8 and ~0.6
-// of the int8 probe within minutes for one binary while the register-only probe stayed put,
-// so it is measured with the floors and again after every row (LayerRow::indexer_kernel_gmacs).
-double indexer_kernel_gmacs(ThreadPool& pool);
+// A machine-state reading: the production lightning-indexer kernel
+// (kernels::indexer_scores_fp4_planned, active ISA, V4-Flash shape: 64 heads x 128 dims) on
+// 1,024 FP4 keys per worker that stay in its L2, in multiply-accumulates per second on all
+// threads. Not a floor and not part of any ratio: how much of the int8 probe's rate the machine
+// lets a real kernel reach at that moment. On the shared 2-vCPU VMs of issue #6 the same binary
+// swung between ~0.85 and ~0.65 of the int8 probe within minutes while the register-only probe
+// stayed put, so `dsv4 bench` takes it with the floors (Floors::indexer_kernel_gmacs) and after
+// every timed decode call (LayerRow::indexer_kernel_gmacs, the median over the row's reps).
+class KernelStateProbe {
+ public:
+  explicit KernelStateProbe(int n_threads);  // the pool's num_threads()
+  // One piece (kTasksPerThread passes over every worker's keys, ~0.15 ms on a Zen 4 core).
+  double sample(ThreadPool& pool);
+  // The median of `samples` pieces after one warm-up piece.
+  double reading(ThreadPool& pool, int samples);
+
+ private:
+  static constexpr size_t kHeads = 64, kDim = 128, kKeys = 1024, kTasksPerThread = 4;
+  static constexpr size_t kRec = kernels::indexer_fp4_record_bytes(kDim);
+  size_t nt_;
+  std::vector<uint8_t> codes_, scales_, keys_;
+  std::vector<float> weights_, out_;
+  kernels::IndexerFp4Plan plan_;
+  std::vector<kernels::IndexerScratch> scratch_;
+};
+double median_of(std::vector<double> v);  // 0 for an empty vector
 nlohmann::ordered_json to_json(const Floors& f);
 
 // Reads `bytes` of a private buffer (>= 2x the last-level cache) so that data read next comes

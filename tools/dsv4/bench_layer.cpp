@@ -154,10 +154,13 @@ Status check_memory(uint64_t need, const std::string& what) {
 volatile float g_touch = 0;
 
 // Times `fn` warmup + reps times (flushing the LLC first when cold, then reading the `hot`
-// inputs back in); returns the timed reps.
+// inputs back in); returns the timed reps. With `states`, a KernelStateProbe reading of one
+// piece is taken after every timed call (outside the timing; the next rep flushes the cache
+// anyway).
 template <typename Fn>
 std::vector<double> time_reps(const LayerOptions& opt, ThreadPool& pool, double* steal,
-                              std::span<const std::span<const float>> hot, Fn&& fn) {
+                              std::span<const std::span<const float>> hot, Fn&& fn,
+                              std::vector<double>* states = nullptr) {
   const double steal0 = steal_seconds();
   std::vector<double> s;
   for (int i = 0; i < opt.warmup + opt.reps; ++i) {
@@ -174,7 +177,11 @@ std::vector<double> time_reps(const LayerOptions& opt, ThreadPool& pool, double*
     Timer t;
     fn();
     const double sec = t.seconds();
-    if (i >= opt.warmup) s.push_back(sec);
+    if (i >= opt.warmup) {
+      s.push_back(sec);
+      // One warm-up piece first: the timed call may have evicted the probe's keys.
+      if (states && opt.state) states->push_back(opt.state->reading(pool, 1));
+    }
   }
   *steal += steal_seconds() - steal0;
   return s;
@@ -253,9 +260,12 @@ Result<LayerRow> run_v4(Kind kind, uint64_t ctx, const Floors& floors, ThreadPoo
   const std::span<const float> decode_in[] = {{q.data(), H * hd},
                                               {iq.data(), shape.indexer ? ih * ihd : 0},
                                               {wts.data(), shape.indexer ? ih : 0}};
-  row.decode = stat_of(time_reps(opt, pool, &row.steal_seconds, decode_in, [&] {
-    exec.decode(shape, cr.recs, pos, q.data(), iqp, wtp, sink.data(), out.data(), pool);
-  }));
+  std::vector<double> readings;
+  row.decode = stat_of(time_reps(
+      opt, pool, &row.steal_seconds, decode_in,
+      [&] { exec.decode(shape, cr.recs, pos, q.data(), iqp, wtp, sink.data(), out.data(), pool); },
+      &readings));
+  row.indexer_kernel_gmacs = median_of(std::move(readings));
   row.huge_page_bytes = anon_huge_page_bytes();
   uint64_t transient = exec.workspace_bytes();
 
@@ -386,7 +396,9 @@ Result<LayerRow> run_mla(const formats::ModelConfig& v32, uint64_t ctx, const Fl
   row.decode_floor = floor_times(w, floors);
   progress.show(fmt::format("bench: {}: decode x {}", name, opt.warmup + opt.reps));
   const std::span<const float> decode_in[] = {q};
-  row.decode = stat_of(time_reps(opt, pool, &row.steal_seconds, decode_in, step));
+  std::vector<double> readings;
+  row.decode = stat_of(time_reps(opt, pool, &row.steal_seconds, decode_in, step, &readings));
+  row.indexer_kernel_gmacs = median_of(std::move(readings));
   row.huge_page_bytes = anon_huge_page_bytes();
   uint64_t transient = 0;
   for (const auto& st : states)

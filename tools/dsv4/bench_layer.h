@@ -64,10 +64,11 @@ nlohmann::ordered_json to_json(const Work& w, const FloorTimes& t);
 struct LayerOptions {
   int reps = 5;
   int warmup = 1;
-  size_t prefill_tokens = 64;       // T; 0: no prefill rows
-  bool cold = true;                 // flush the LLC before every timed call
-  bool progress = true;             // live progress on stderr (a terminal)
-  CacheEvictor* evictor = nullptr;  // used when cold
+  size_t prefill_tokens = 64;         // T; 0: no prefill rows
+  bool cold = true;                   // flush the LLC before every timed call
+  bool progress = true;               // live progress on stderr (a terminal)
+  CacheEvictor* evictor = nullptr;    // used when cold
+  KernelStateProbe* state = nullptr;  // sampled after every timed decode call when set
 };
 
 struct LayerRow {
@@ -89,7 +90,7 @@ struct LayerRow {
   Work prefill_work;
   FloorTimes prefill_floor;
   double growth_exponent = 0;  // CSA/HCA: log(t/t_prev)/log(entries/entries_prev); 0: first row
-  double indexer_kernel_gmacs = 0;  // indexer_kernel_gmacs() right after the row's timings
+  double indexer_kernel_gmacs = 0;  // KernelStateProbe: median of samples after each decode rep
 };
 
 // V4-Flash's layer schedule and the V3.2 MLA shape, from the embedded configs.

@@ -191,6 +191,8 @@ int run_layers(const Options& o) {
                  pool.num_threads(), floors->thread_scaling * 100, pool.num_threads());
   CacheEvictor evictor;
   rep.options.evictor = &evictor;
+  KernelStateProbe state(pool.num_threads());
+  rep.options.state = &state;
   if (lines)
     std::fprintf(stderr,
                  "bench: floors on %d threads: DRAM %.1f GB/s, int8 %.0f, bf16 %.0f, f32 %.0f "
@@ -203,7 +205,6 @@ int run_layers(const Options& o) {
       Timer t;
       auto row = run_layer(*models, k, n, rep.floors, pool, rep.options);
       if (!row.ok()) return report_error(row.status());
-      row->indexer_kernel_gmacs = indexer_kernel_gmacs(pool);
       if (lines)
         std::fprintf(stderr, "bench: %s @ %s: decode %.3f ms (floor %.3f ms)%s, %.1f s\n",
                      kind_name(k), format_count(n).c_str(), row->decode.mean * 1e3,
