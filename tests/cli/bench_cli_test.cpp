@@ -372,6 +372,64 @@ TEST_F(BenchCli, CsvStackLinesLineUpWithTheHeader) {
   EXPECT_EQ(stack_lines, 2);
 }
 
+// --runs: every run is a full layer-mode document, and the summary is computed from them.
+TEST_F(BenchCli, RunsSummarizeEveryRun) {
+  CliRun r = run({"--layer", "swa,csa", "--ctx", "1K,2K", "--reps", "1", "--warmup", "0",
+                  "--prefill-tokens", "0", "--threads", "2", "--runs", "3", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["mode"], "layer-runs");
+  ASSERT_EQ(j["runs"].size(), 3u);
+  for (const json& run : j["runs"]) {
+    EXPECT_EQ(run["mode"], "layer");
+    EXPECT_GT(run["floors"]["int8_dot_gmacs"].get<double>(), 0);
+    ASSERT_EQ(run["rows"].size(), 4u);
+  }
+  const json& sum = j["summary"];
+  EXPECT_EQ(sum["runs"], 3);
+  ASSERT_EQ(sum["rows"].size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    const json& row = sum["rows"][i];
+    std::vector<double> ms;
+    for (const json& run : j["runs"]) {
+      EXPECT_EQ(run["rows"][i]["layer"], row["layer"]);
+      ms.push_back(run["rows"][i]["decode"]["ms_mean"].get<double>());
+    }
+    std::sort(ms.begin(), ms.end());
+    const json& d = row["decode_ms_mean"];
+    EXPECT_DOUBLE_EQ(d["min"].get<double>(), ms[0]);
+    EXPECT_DOUBLE_EQ(d["median"].get<double>(), ms[1]);
+    EXPECT_DOUBLE_EQ(d["max"].get<double>(), ms[2]);
+    EXPECT_GT(row["state"]["median"].get<double>(), 0);
+  }
+  // Each target's met_runs are exactly the runs whose own target says met.
+  ASSERT_FALSE(sum["targets"].empty());
+  for (size_t t = 0; t < sum["targets"].size(); ++t) {
+    std::vector<int> met;
+    for (size_t k = 0; k < 3; ++k) {
+      const json& tk = j["runs"][k]["targets"][t];
+      EXPECT_EQ(tk["target"], sum["targets"][t]["target"]);
+      if (tk["met"].get<bool>()) met.push_back(static_cast<int>(k) + 1);
+    }
+    EXPECT_EQ(sum["targets"][t]["met_runs"].get<std::vector<int>>(), met);
+    EXPECT_EQ(sum["targets"][t]["met"].get<size_t>(), met.size());
+  }
+
+  CliRun table = run({"--layer", "swa", "--ctx", "1K,2K", "--reps", "1", "--warmup", "0",
+                      "--prefill-tokens", "0", "--runs", "2"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  for (const char* text : {"dsv4 bench: 2 runs", "median [min-max] over the runs", " of 2 runs"})
+    EXPECT_NE(table.out.find(text), std::string::npos) << text << "\n" << table.out;
+  CliRun csv = run({"--layer", "swa", "--ctx", "1K", "--reps", "1", "--warmup", "0",
+                    "--prefill-tokens", "0", "--runs", "2", "--csv"});
+  ASSERT_EQ(csv.exit_code, 0) << csv.err;
+  const auto lines = lines_of(csv.out);
+  ASSERT_EQ(lines.size(), 3u) << csv.out;  // one header, one row per run (no stack: swa only)
+  EXPECT_EQ(lines[0].rfind("run,layer,context,", 0), 0u) << lines[0];
+  EXPECT_EQ(lines[1].rfind("1,swa,1024,", 0), 0u) << lines[1];
+  EXPECT_EQ(lines[2].rfind("2,swa,1024,", 0), 0u) << lines[2];
+}
+
 TEST_F(BenchCli, TableNamesFloorsAndWeightStreaming) {
   CliRun r = run({"--layer", "swa", "--ctx", "1K", "--reps", "1", "--warmup", "0"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -408,6 +466,8 @@ TEST_F(BenchCli, BadArgumentsGiveOneLine) {
   expect_one_line_error({"--ctx", "4K,abc"}, "--ctx");
   expect_one_line_error({"--ctx", "2M"}, "max_position_embeddings");
   expect_one_line_error({"--reps", "0"}, "--reps");
+  expect_one_line_error({"--runs", "0"}, "--runs");
+  expect_one_line_error({"--model", dir_.string(), "--runs", "2"}, "--runs");
   expect_one_line_error({"--warmup", "-1"}, "--warmup");
   expect_one_line_error({"--threads", "-2"}, "--threads");
   expect_one_line_error({"--prefill-tokens", "-1"}, "--prefill-tokens");

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <sstream>
 
 #include "base/units.h"
 #include "svg.h"
@@ -418,7 +419,9 @@ std::string to_csv(const LayerReport& r) {
 
 // ------------------------------------------------------------------------------ JSON
 
-std::string to_json_text(const LayerReport& r) {
+namespace {
+
+nlohmann::ordered_json to_json_object(const LayerReport& r) {
   using J = nlohmann::ordered_json;
   J root;
   root["benchmark"] = "dsv4 bench";
@@ -533,7 +536,13 @@ std::string to_json_text(const LayerReport& r) {
   for (const Target& t : r.targets)
     targets.push_back({{"target", t.name}, {"measured", t.measured}, {"met", t.met}});
   root["targets"] = targets;
-  return root.dump(2) + "\n";
+  return root;
+}
+
+}  // namespace
+
+std::string to_json_text(const LayerReport& r) {
+  return to_json_object(r).dump(2) + "\n";
 }
 
 // ------------------------------------------------------------------------------ SVG
@@ -641,6 +650,201 @@ std::string to_svg(const LayerReport& r) {
       L, H - 12, xml_escape(r.info.commit), xml_escape(r.info.compiler), xml_escape(r.info.isa));
   o += "</svg>\n";
   return o;
+}
+
+// ------------------------------------------------------------------------------ --runs
+
+namespace {
+
+struct Spread {
+  double median = 0, min = 0, max = 0;
+};
+
+Spread spread_of(std::vector<double> v) {
+  Spread s;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  s.median = v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+  s.min = v.front();
+  s.max = v.back();
+  return s;
+}
+
+// Row i of every run (the runs share kinds and contexts, so rows line up).
+struct RowSummary {
+  Kind kind = Kind::csa;
+  uint64_t ctx = 0;
+  Spread decode_ms, ratio, state, prefill_tps;
+  bool has_prefill = false;
+};
+
+std::vector<RowSummary> summarize_rows(const std::vector<LayerReport>& runs) {
+  std::vector<RowSummary> out;
+  for (size_t i = 0; i < runs.front().rows.size(); ++i) {
+    RowSummary s;
+    s.kind = runs.front().rows[i].kind;
+    s.ctx = runs.front().rows[i].ctx;
+    std::vector<double> ms, ratio, state, tps_v;
+    for (const LayerReport& r : runs) {
+      DSV4_CHECK(i < r.rows.size() && r.rows[i].kind == s.kind && r.rows[i].ctx == s.ctx);
+      const LayerRow& row = r.rows[i];
+      ms.push_back(row.decode.mean * 1e3);
+      ratio.push_back(ratio_of(row));
+      if (r.floors.i8_gmacs > 0) state.push_back(row.indexer_kernel_gmacs / r.floors.i8_gmacs);
+      if (row.has_prefill) {
+        s.has_prefill = true;
+        tps_v.push_back(tps(static_cast<double>(row.prefill_tokens), row.prefill.mean));
+      }
+    }
+    s.decode_ms = spread_of(ms);
+    s.ratio = spread_of(ratio);
+    s.state = spread_of(state);
+    s.prefill_tps = spread_of(tps_v);
+    out.push_back(s);
+  }
+  return out;
+}
+
+// Per target (same order in every run): the runs (1-based) that met it.
+struct TargetSummary {
+  std::string name;
+  std::vector<int> met_runs;
+};
+
+std::vector<TargetSummary> summarize_targets(const std::vector<LayerReport>& runs) {
+  std::vector<TargetSummary> out;
+  for (size_t t = 0; t < runs.front().targets.size(); ++t) {
+    TargetSummary s;
+    s.name = runs.front().targets[t].name;
+    for (size_t r = 0; r < runs.size(); ++r)
+      if (t < runs[r].targets.size() && runs[r].targets[t].met)
+        s.met_runs.push_back(static_cast<int>(r) + 1);
+    out.push_back(s);
+  }
+  return out;
+}
+
+std::string spread_text(const Spread& s, int digits) {
+  return fmt::format("{:.{}f} [{:.{}f}-{:.{}f}]", s.median, digits, s.min, digits, s.max, digits);
+}
+
+}  // namespace
+
+std::string runs_table(const std::vector<LayerReport>& runs) {
+  DSV4_CHECK(runs.size() >= 2);
+  const LayerReport& first = runs.front();
+  std::string o = fmt::format(
+      "dsv4 bench: {} runs of one attention layer at DeepSeek-V4-Flash dimensions, each with "
+      "its own floors\n",
+      runs.size());
+  o += fmt::format("build: dsv4 {} commit {} · {} · {} · kernels {}\n", first.info.version,
+                   first.info.commit, first.info.compiler, first.info.build, first.info.isa);
+  o += fmt::format("machine: {} · {} threads of {}{} · runs started {} to {}\n", first.info.cpu,
+                   first.info.threads, first.info.hardware_threads,
+                   first.info.pinned ? ", pinned" : "", first.info.date_utc,
+                   runs.back().info.date_utc);
+  std::vector<double> i8, dram;
+  int busy = 0;
+  for (const LayerReport& r : runs) {
+    i8.push_back(r.floors.i8_gmacs);
+    dram.push_back(r.floors.dram_gbps);
+    busy += r.floors.busy() ? 1 : 0;
+  }
+  o += fmt::format("floors over the runs: DRAM read {} GB/s, int8 {} GMAC/s; busy runs: {}\n",
+                   spread_text(spread_of(dram), 1), spread_text(spread_of(i8), 0), busy);
+  o += fmt::format("timing: {} reps after {} warm-up per run, {}\n\n", first.options.reps,
+                   first.options.warmup,
+                   first.options.cold ? "last-level cache flushed before each" : "warm cache");
+  o += "median [min-max] over the runs of each run's figure:\n";
+  std::vector<std::vector<std::string>> lines = {
+      {"layer", "context", "decode ms", "ratio", "state", "prefill t/s"}};
+  for (const RowSummary& s : summarize_rows(runs)) {
+    lines.push_back({kind_name(s.kind), format_count(s.ctx), spread_text(s.decode_ms, 3),
+                     spread_text(s.ratio, 2),
+                     s.state.max > 0 ? fmt::format("{:.0f}%", 100 * s.state.median) : "-",
+                     s.has_prefill ? spread_text(s.prefill_tps, 0) : "-"});
+  }
+  std::vector<size_t> w(lines[0].size(), 0);
+  for (const auto& l : lines)
+    for (size_t k = 0; k < l.size(); ++k) w[k] = std::max(w[k], l[k].size());
+  for (const auto& l : lines) {
+    std::string s;
+    for (size_t k = 0; k < l.size(); ++k)
+      s += k < 2 ? fmt::format("{:<{}}  ", l[k], w[k]) : fmt::format("{:>{}}  ", l[k], w[k]);
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    o += s + "\n";
+  }
+  const auto targets = summarize_targets(runs);
+  if (!targets.empty()) {
+    o += "\ntargets (issue #6), per run:\n";
+    for (const TargetSummary& t : targets) {
+      std::string which;
+      for (int r : t.met_runs) {
+        if (!which.empty()) which.push_back(',');
+        which.append(fmt::format("{}", r));
+      }
+      o += fmt::format("  met in {} of {} runs{}: {}\n", t.met_runs.size(), runs.size(),
+                       which.empty() ? std::string() : fmt::format(" ({})", which), t.name);
+    }
+  }
+  o += "\nstate = the indexer kernel on cached keys as a share of the int8 probe, between the "
+       "reps (docs/bench.md); ratio = a run's mean / its max(floors)\n";
+  return o;
+}
+
+std::string runs_csv(const std::vector<LayerReport>& runs) {
+  std::string o;
+  for (size_t r = 0; r < runs.size(); ++r) {
+    std::istringstream in(to_csv(runs[r]));
+    std::string line;
+    bool header = true;
+    while (std::getline(in, line)) {
+      if (header) {
+        if (r == 0) o += "run," + line + "\n";
+        header = false;
+        continue;
+      }
+      o += fmt::format("{},{}\n", r + 1, line);
+    }
+  }
+  return o;
+}
+
+std::string runs_json_text(const std::vector<LayerReport>& runs) {
+  using J = nlohmann::ordered_json;
+  J root;
+  root["benchmark"] = "dsv4 bench";
+  root["mode"] = "layer-runs";
+  root["description"] =
+      "--runs: the layer-mode measurement repeated, each run with its own floors (runs[] is "
+      "each run's layer-mode document). summary.rows: median/min/max over the runs of each "
+      "run's mean decode ms and ratio_to_floor, and medians of the state reading "
+      "(indexer_kernel_gmacs_during / int8_dot_gmacs) and of the prefill rate. "
+      "summary.targets: the runs (1-based) that met each target.";
+  J arr = J::array();
+  for (const LayerReport& r : runs) arr.push_back(to_json_object(r));
+  root["runs"] = arr;
+  auto sj = [](const Spread& s) { return J{{"median", s.median}, {"min", s.min}, {"max", s.max}}; };
+  J rows = J::array();
+  for (const RowSummary& s : summarize_rows(runs)) {
+    J j;
+    j["layer"] = kind_name(s.kind);
+    j["context"] = s.ctx;
+    j["decode_ms_mean"] = sj(s.decode_ms);
+    j["ratio_to_floor"] = sj(s.ratio);
+    j["state"] = sj(s.state);
+    j["prefill_tokens_per_s"] = s.has_prefill ? sj(s.prefill_tps) : J(nullptr);
+    rows.push_back(j);
+  }
+  J targets = J::array();
+  for (const TargetSummary& t : summarize_targets(runs))
+    targets.push_back({{"target", t.name},
+                       {"met_runs", t.met_runs},
+                       {"met", t.met_runs.size()},
+                       {"runs", runs.size()}});
+  root["summary"] = {{"runs", runs.size()}, {"rows", rows}, {"targets", targets}};
+  return root.dump(2) + "\n";
 }
 
 }  // namespace dsv4::cli::bench

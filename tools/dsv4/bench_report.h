@@ -54,4 +54,13 @@ std::string to_csv(const LayerReport& r);
 std::string to_json_text(const LayerReport& r);
 std::string to_svg(const LayerReport& r);
 
+// --runs N (N >= 2 reports of the same kinds and contexts, in run order). Per row: the median,
+// min and max over the runs of each run's mean decode time and ratio_to_floor, the median of
+// the state readings and of the prefill rates; per target: the runs that met it.
+// runs_json_text: {"runs": [to_json_text of each run], "summary": {...}}; runs_csv: to_csv's
+// lines with a leading `run` column (1-based).
+std::string runs_table(const std::vector<LayerReport>& runs);
+std::string runs_csv(const std::vector<LayerReport>& runs);
+std::string runs_json_text(const std::vector<LayerReport>& runs);
+
 }  // namespace dsv4::cli::bench

@@ -4,7 +4,8 @@
 //   dsv4 bench --layer csa --ctx 1M --json       one CSA layer of V4-Flash at 1M context
 //   dsv4 bench --layer all --ctx 4K,16K,64K,256K,1M --plot decode.svg
 //   dsv4 bench --model DIR --ctx 512,2K          prefill / decode t/s of a checkpoint
-//   --reps N --warmup N --threads N --prefill-tokens T --warm-cache --json --csv --plot F.svg
+//   --reps N --warmup N --runs N --threads N --prefill-tokens T --warm-cache --json --csv
+//   --plot F.svg
 //
 // Layer mode (tools/dsv4/bench_layer.h): one attention layer at DeepSeek-V4-Flash dimensions on a
 // synthetic cache, executed by model::AttentionExec; the dense MLA baseline (V3.2 dims); the
@@ -51,6 +52,7 @@ struct Options {
   std::string ctx;     // empty: mode default
   int reps = 5;
   int warmup = 1;
+  int runs = 1;
   int threads = 0;
   bool pin = true;
   int64_t prefill_tokens = 64;
@@ -124,6 +126,8 @@ Result<std::vector<uint64_t>> parse_contexts(const std::string& text) {
 Status check_common(const Options& o) {
   if (o.json && o.csv) return invalid_argument("--json and --csv are mutually exclusive");
   if (o.reps < 1) return invalid_argument(fmt::format("--reps must be >= 1 (got {})", o.reps));
+  if (o.runs < 1 || o.runs > 1000)
+    return invalid_argument(fmt::format("--runs must be in [1, 1000] (got {})", o.runs));
   if (o.warmup < 0)
     return invalid_argument(fmt::format("--warmup must be >= 0 (got {})", o.warmup));
   if (o.threads < 0 || o.threads > 1024)
@@ -171,59 +175,65 @@ int run_layers(const Options& o) {
   }
 
   ThreadPool pool(o.threads, o.pin);
-  LayerReport rep;
-  rep.info = collect_run_info(pool.num_threads());
-  rep.info.pinned = pool.pinned();
-  rep.kinds = *kinds;
-  rep.contexts = *ctx;
-  rep.options.reps = o.reps;
-  rep.options.warmup = o.warmup;
-  rep.options.prefill_tokens = static_cast<size_t>(o.prefill_tokens);
-  rep.options.cold = !o.warm_cache;
-  rep.options.progress = true;  // a live line, on a terminal only
-  auto floors = measure_floors(pool);
-  if (!floors.ok()) return report_error(floors.status());
-  rep.floors = *floors;
-  if (floors->busy())
-    std::fprintf(stderr,
-                 "bench: warning: busy machine (%d-thread int8 rate = %.0f%% of %d x one "
-                 "thread): floors low, timings high\n",
-                 pool.num_threads(), floors->thread_scaling * 100, pool.num_threads());
   CacheEvictor evictor;
-  rep.options.evictor = &evictor;
   KernelStateProbe state(pool.num_threads());
-  rep.options.state = &state;
-  if (lines)
-    std::fprintf(stderr,
-                 "bench: floors on %d threads: DRAM %.1f GB/s, int8 %.0f, bf16 %.0f, f32 %.0f "
-                 "GMAC/s (%.1f s)\n",
-                 pool.num_threads(), floors->dram_gbps, floors->i8_gmacs, floors->bf16_gmacs,
-                 floors->f32_gmacs, floors->seconds);
-  // Context-major, so that the rows of one context run close together in time.
-  for (uint64_t n : *ctx) {
-    for (Kind k : *kinds) {
-      Timer t;
-      auto row = run_layer(*models, k, n, rep.floors, pool, rep.options);
-      if (!row.ok()) return report_error(row.status());
-      if (lines)
-        std::fprintf(stderr, "bench: %s @ %s: decode %.3f ms (floor %.3f ms)%s, %.1f s\n",
-                     kind_name(k), format_count(n).c_str(), row->decode.mean * 1e3,
-                     row->decode_floor.max() * 1e3,
-                     row->has_prefill
-                         ? fmt::format(", prefill {:.0f} t/s",
-                                       static_cast<double>(row->prefill_tokens) / row->prefill.mean)
-                               .c_str()
-                         : "",
-                     t.seconds());
-      rep.rows.push_back(std::move(*row));
+  std::vector<LayerReport> reports;
+  for (int run = 0; run < o.runs; ++run) {
+    if (o.runs > 1 && lines) std::fprintf(stderr, "bench: run %d of %d\n", run + 1, o.runs);
+    LayerReport rep;
+    rep.info = collect_run_info(pool.num_threads());
+    rep.info.pinned = pool.pinned();
+    rep.kinds = *kinds;
+    rep.contexts = *ctx;
+    rep.options.reps = o.reps;
+    rep.options.warmup = o.warmup;
+    rep.options.prefill_tokens = static_cast<size_t>(o.prefill_tokens);
+    rep.options.cold = !o.warm_cache;
+    rep.options.progress = true;  // a live line, on a terminal only
+    auto floors = measure_floors(pool);
+    if (!floors.ok()) return report_error(floors.status());
+    rep.floors = *floors;
+    if (floors->busy())
+      std::fprintf(stderr,
+                   "bench: warning: busy machine (%d-thread int8 rate = %.0f%% of %d x one "
+                   "thread): floors low, timings high\n",
+                   pool.num_threads(), floors->thread_scaling * 100, pool.num_threads());
+    rep.options.evictor = &evictor;
+    rep.options.state = &state;
+    if (lines)
+      std::fprintf(stderr,
+                   "bench: floors on %d threads: DRAM %.1f GB/s, int8 %.0f, bf16 %.0f, f32 %.0f "
+                   "GMAC/s (%.1f s)\n",
+                   pool.num_threads(), floors->dram_gbps, floors->i8_gmacs, floors->bf16_gmacs,
+                   floors->f32_gmacs, floors->seconds);
+    // Context-major, so that the rows of one context run close together in time.
+    for (uint64_t n : *ctx) {
+      for (Kind k : *kinds) {
+        Timer t;
+        auto row = run_layer(*models, k, n, rep.floors, pool, rep.options);
+        if (!row.ok()) return report_error(row.status());
+        if (lines)
+          std::fprintf(
+              stderr, "bench: %s @ %s: decode %.3f ms (floor %.3f ms)%s, %.1f s\n", kind_name(k),
+              format_count(n).c_str(), row->decode.mean * 1e3, row->decode_floor.max() * 1e3,
+              row->has_prefill
+                  ? fmt::format(", prefill {:.0f} t/s",
+                                static_cast<double>(row->prefill_tokens) / row->prefill.mean)
+                        .c_str()
+                  : "",
+              t.seconds());
+        rep.rows.push_back(std::move(*row));
+      }
     }
+    std::stable_sort(rep.rows.begin(), rep.rows.end(), [](const LayerRow& a, const LayerRow& b) {
+      return static_cast<int>(a.kind) < static_cast<int>(b.kind);
+    });
+    rep.weights = active_weight_bytes(models->flash);
+    derive(rep, *models);
+    finish_run_info(rep.info);
+    reports.push_back(std::move(rep));
   }
-  std::stable_sort(rep.rows.begin(), rep.rows.end(), [](const LayerRow& a, const LayerRow& b) {
-    return static_cast<int>(a.kind) < static_cast<int>(b.kind);
-  });
-  rep.weights = active_weight_bytes(models->flash);
-  derive(rep, *models);
-  finish_run_info(rep.info);
+  const LayerReport& rep = reports.back();  // the plot, and the whole output when --runs 1
 
   if (!o.plot.empty()) {
     const std::string svg = to_svg(rep);
@@ -231,7 +241,16 @@ int run_layers(const Options& o) {
         write_file_atomic(o.plot, {reinterpret_cast<const uint8_t*>(svg.data()), svg.size()});
     if (!st.ok()) return report_error(st.with_context("--plot"));
   }
-  if (o.json)
+  if (reports.size() > 1) {
+    if (o.json)
+      write_out(runs_json_text(reports));
+    else if (o.csv)
+      write_out(runs_csv(reports));
+    else
+      write_out(runs_table(reports));
+    if (!o.json && !o.csv && !o.plot.empty())
+      write_out(fmt::format("plot (the last run) written to {}\n", o.plot));
+  } else if (o.json)
     write_out(to_json_text(rep));
   else if (o.csv)
     write_out(to_csv(rep));
@@ -268,6 +287,9 @@ int run_model(const Options& o) {
   if (!o.layers.empty())
     return report_error(invalid_argument("--layer and --model are mutually exclusive"));
   if (!o.plot.empty()) return report_error(invalid_argument("--plot needs layer mode (--layer)"));
+  if (o.runs != 1)
+    return report_error(invalid_argument(
+        "--runs needs layer mode (--layer); model mode repeats each figure --reps times"));
   if (o.decode_tokens < 1 || o.decode_tokens > 100000)
     return report_error(
         invalid_argument(fmt::format("--decode must be in [1, 100000] (got {})", o.decode_tokens)));
@@ -485,6 +507,10 @@ RunFn setup(CLI::App& app) {
       ->type_name("LIST");
   sub->add_option("--reps", opt->reps, "timed repetitions per figure (default 5)");
   sub->add_option("--warmup", opt->warmup, "untimed repetitions first (default 1)");
+  sub->add_option("--runs", opt->runs,
+                  "layer mode: repeat the whole measurement (floors and rows) N times and "
+                  "report medians and ranges over the runs, and each target as met in k of N "
+                  "(default 1)");
   sub->add_option("--threads,-t", opt->threads, "worker threads (default: all hardware threads)");
   sub->add_flag("--pin,!--no-pin", opt->pin,
                 "pin thread i to the i-th CPU this process may use (default on: --no-pin lets "
