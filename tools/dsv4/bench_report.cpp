@@ -419,21 +419,27 @@ std::string to_csv(const LayerReport& r) {
 
 // ------------------------------------------------------------------------------ JSON
 
+nlohmann::ordered_json json_document(std::string_view mode, std::string_view description) {
+  nlohmann::ordered_json root;
+  root["benchmark"] = "dsv4 bench";
+  root["mode"] = mode;
+  root["description"] = description;
+  return root;
+}
+
 namespace {
 
 nlohmann::ordered_json to_json_object(const LayerReport& r) {
   using J = nlohmann::ordered_json;
-  J root;
-  root["benchmark"] = "dsv4 bench";
-  root["mode"] = "layer";
-  root["description"] =
+  J root = json_document(
+      "layer",
       "One DeepSeek-V4-Flash attention layer (embedded config.json dims) on a synthetic KV cache "
       "in the official FP8/FP4 records, executed by model::AttentionExec (indexer + top-k + "
       "attention; not the linear projections), and a dense MLA baseline (DeepSeek-V3.2 dims, "
       "bf16 latents, full attention). Floors: memory = dram_bytes / DRAM read rate; compute = "
       "int8_macs / int8 rate + bf16_macs / bf16 rate + f32_macs / f32 rate, all measured in "
       "this run on the same threads. ratio_to_floor = decode ms mean / max(memory, compute "
-      "floor).";
+      "floor).");
   root["meta"] = to_json(r.info);
   root["floors"] = to_json(r.floors);
   J set;
@@ -813,15 +819,13 @@ std::string runs_csv(const std::vector<LayerReport>& runs) {
 
 std::string runs_json_text(const std::vector<LayerReport>& runs) {
   using J = nlohmann::ordered_json;
-  J root;
-  root["benchmark"] = "dsv4 bench";
-  root["mode"] = "layer-runs";
-  root["description"] =
+  J root = json_document(
+      "layer-runs",
       "--runs: the layer-mode measurement repeated, each run with its own floors (runs[] is "
       "each run's layer-mode document). summary.rows: median/min/max over the runs of each "
       "run's mean decode ms and ratio_to_floor, and medians of the state reading "
       "(indexer_kernel_gmacs_during / int8_dot_gmacs) and of the prefill rate. "
-      "summary.targets: the runs (1-based) that met each target.";
+      "summary.targets: the runs (1-based) that met each target.");
   J arr = J::array();
   for (const LayerReport& r : runs) arr.push_back(to_json_object(r));
   root["runs"] = arr;

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bench_env.h"
@@ -48,6 +49,9 @@ struct LayerReport {
 
 // Fills growth exponents, the stack rows and the targets from report.rows.
 void derive(LayerReport& report, const BenchModels& models);
+
+// The opening fields every `dsv4 bench --json` document shares: benchmark, mode, description.
+nlohmann::ordered_json json_document(std::string_view mode, std::string_view description);
 
 std::string to_table(const LayerReport& r);
 std::string to_csv(const LayerReport& r);

@@ -392,14 +392,12 @@ int run_model(const Options& o) {
   auto tps = [](double tokens, double s) { return s > 0 ? tokens / s : 0.0; };
   if (o.json) {
     using J = nlohmann::ordered_json;
-    J root;
-    root["benchmark"] = "dsv4 bench";
-    root["mode"] = "model";
-    root["description"] =
+    J root = json_document(
+        "model",
         "model::Model::forward on a checkpoint: prefill = the tokens added to reach each "
         "context frontier (one forward() call, internal chunks); decode = single-token "
         "forward() calls at the frontier. decode floor = active weight bytes per token / DRAM "
-        "read rate; ratio_to_floor = decode ms mean / that floor.";
+        "read rate; ratio_to_floor = decode ms mean / that floor.");
     root["model"] = o.model;
     root["config"] = {{"model_type", cfg.model_type},
                       {"num_hidden_layers", cfg.num_hidden_layers},
