@@ -13,19 +13,13 @@
 
 #include "kernels/attention.h"
 #include "kernels/x86/prefetch.h"
+#include "kernels/x86/quant_avx2.h"
 
 namespace dsv4::kernels {
 namespace {
 
-// Local copy of x86/quant_avx2.h's f8 decode: functions there are `inline` with external linkage,
-// which unoptimized builds emit as weak symbols in this object (tests/isa_symbols.cmake).
-// 16 f8_e4m3 codes -> decode(code)·2^-8 as two vectors of 8 f32 (the f16 trick).
-inline void f8x16_to_f32_scaled(__m128i codes, __m256* lo, __m256* hi) {
-  __m256i h = _mm256_cvtepi8_epi16(codes);
-  h = _mm256_and_si256(_mm256_slli_epi16(h, 7), _mm256_set1_epi16(static_cast<short>(0xBFFF)));
-  *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
-  *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
-}
+using x86_avx2::f8x16_to_f32_scaled;
+using x86_avx2::transpose8x8_epi32;
 
 constexpr size_t kTile = 16;       // keys per tile: two 8-lane score registers per head
 constexpr size_t kFirstAhead = 8;  // first-tile record prefetch distance, records
@@ -152,38 +146,19 @@ void decode_bf16_row(const uint16_t* row, size_t key_dim, float* out) {
   for (size_t i = 0; i < key_dim; i += 8) _mm256_storeu_ps(out + i, bf16x8(row + i));
 }
 
-inline void transpose8(__m256 r[8]) {
-  __m256 t[8];
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  // t[0] = r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5], t[1]: columns 2,3 | 6,7, ...
-  __m256 u[8];
-  for (int i = 0; i < 2; ++i) {
-    u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);          // cols 0 | 4
-    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);      // cols 1 | 5
-    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);  // cols 2 | 6
-    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);  // cols 3 | 7
-  }
-  // u[4i + k]: column k (low half) and k + 4 (high half) of rows 4i..4i+3.
-  for (int k = 0; k < 4; ++k) {
-    r[k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x20);
-    r[4 + k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
-  }
-}
-
 // kt[d, kb*8 + i] = vt[kb*8 + i, d]; keys >= nk are 0.
 void build_kt(const float* vt, size_t key_dim, size_t nk, float* kt) {
   for (size_t kb = 0; kb * 8 < nk; ++kb) {
     for (size_t d0 = 0; d0 < key_dim; d0 += 8) {
-      __m256 r[8];
+      __m256i r[8];
       for (size_t i = 0; i < 8; ++i) {
         const size_t j = kb * 8 + i;
-        r[i] = j < nk ? _mm256_loadu_ps(vt + j * key_dim + d0) : _mm256_setzero_ps();
+        r[i] = j < nk ? _mm256_castps_si256(_mm256_loadu_ps(vt + j * key_dim + d0))
+                      : _mm256_setzero_si256();
       }
-      transpose8(r);
-      for (size_t c = 0; c < 8; ++c) _mm256_store_ps(kt + (d0 + c) * kTile + kb * 8, r[c]);
+      transpose8x8_epi32(r, r);
+      for (size_t c = 0; c < 8; ++c)
+        _mm256_store_ps(kt + (d0 + c) * kTile + kb * 8, _mm256_castsi256_ps(r[c]));
     }
   }
 }

@@ -19,31 +19,14 @@
 #include <cstring>
 
 #include "kernels/indexer.h"
+#include "kernels/x86/quant_avx2.h"
 
 namespace dsv4::kernels::detail {
 namespace {
 
-constexpr size_t kTileKeys = 8;
+using x86_avx2::transpose8x8_epi32;
 
-// In-register transpose: r[j] dword p -> w[p] dword j (8 x 8).
-inline void transpose8(const __m256i* r, __m256i* w) {
-  __m256i a[8], b[8];
-  for (int i = 0; i < 4; ++i) {
-    a[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    a[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  // b[4i + m], 128-bit lane L: keys 4i..4i+3 at dword 4L + m.
-  for (int i = 0; i < 2; ++i) {
-    b[4 * i + 0] = _mm256_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
-    b[4 * i + 1] = _mm256_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
-    b[4 * i + 2] = _mm256_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
-    b[4 * i + 3] = _mm256_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
-  }
-  for (int m = 0; m < 4; ++m) {
-    w[m] = _mm256_permute2x128_si256(b[m], b[4 + m], 0x20);
-    w[4 + m] = _mm256_permute2x128_si256(b[m], b[4 + m], 0x31);
-  }
-}
+constexpr size_t kTileKeys = 8;
 
 // Expands records [0, n) (n <= 8) into tile[dim/4] (u8 = 2v + 12, lanes = keys; lanes >= n
 // hold code 0) and ebits[dim/32] (ek << 23; 127 << 23 in lanes >= n).
@@ -61,7 +44,7 @@ void expand_tile(const uint8_t* keys, size_t n, size_t dim, __m256i* tile, int32
       r[j] = j < n
                  ? _mm256_maskload_epi32(reinterpret_cast<const int*>(keys + j * rb + 4 * c), dmask)
                  : _mm256_setzero_si256();
-    transpose8(r, w);
+    transpose8x8_epi32(r, w);
     for (size_t p = 0; p < m; ++p) {
       _mm256_store_si256(tile + 2 * (c + p), _mm256_shuffle_epi8(lut, _mm256_and_si256(w[p], nib)));
       _mm256_store_si256(

@@ -52,6 +52,29 @@ static inline float ue8m0_to_f32(uint8_t e) {
   return f;
 }
 
+// 8 x 8 dword transpose in registers: in[j] dword p -> out[p] dword j. in == out is allowed
+// (the input is read completely before the first output is written). Used where keys go into
+// SIMD lanes: the indexer's FP4 key tiles and the attention kernel's f32 key tile (bitwise, so
+// floats go through _mm256_castps_si256).
+static inline void transpose8x8_epi32(const __m256i* in, __m256i* out) {
+  __m256i a[8], b[8];
+  for (int i = 0; i < 4; ++i) {
+    a[2 * i] = _mm256_unpacklo_epi32(in[2 * i], in[2 * i + 1]);
+    a[2 * i + 1] = _mm256_unpackhi_epi32(in[2 * i], in[2 * i + 1]);
+  }
+  // b[4i + m], 128-bit lane L: rows 4i..4i+3 at dword 4L + m.
+  for (int i = 0; i < 2; ++i) {
+    b[4 * i + 0] = _mm256_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm256_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm256_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm256_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+  }
+  for (int m = 0; m < 4; ++m) {
+    out[m] = _mm256_permute2x128_si256(b[m], b[4 + m], 0x20);
+    out[4 + m] = _mm256_permute2x128_si256(b[m], b[4 + m], 0x31);
+  }
+}
+
 // Horizontal sum of 8 lanes.
 static inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
