@@ -662,26 +662,11 @@ std::string to_svg(const LayerReport& r) {
 
 namespace {
 
-struct Spread {
-  double median = 0, min = 0, max = 0;
-};
-
-Spread spread_of(std::vector<double> v) {
-  Spread s;
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  s.median = v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-  s.min = v.front();
-  s.max = v.back();
-  return s;
-}
-
 // Row i of every run (the runs share kinds and contexts, so rows line up).
 struct RowSummary {
   Kind kind = Kind::csa;
   uint64_t ctx = 0;
-  Spread decode_ms, ratio, state, prefill_tps;
+  Stat decode_ms, ratio, state, prefill_tps;  // stat_of over the runs
   bool has_prefill = false;
 };
 
@@ -703,10 +688,10 @@ std::vector<RowSummary> summarize_rows(const std::vector<LayerReport>& runs) {
         tps_v.push_back(tps(static_cast<double>(row.prefill_tokens), row.prefill.mean));
       }
     }
-    s.decode_ms = spread_of(ms);
-    s.ratio = spread_of(ratio);
-    s.state = spread_of(state);
-    s.prefill_tps = spread_of(tps_v);
+    s.decode_ms = stat_of(ms);
+    s.ratio = stat_of(ratio);
+    s.state = stat_of(state);
+    s.prefill_tps = stat_of(tps_v);
     out.push_back(s);
   }
   return out;
@@ -731,7 +716,7 @@ std::vector<TargetSummary> summarize_targets(const std::vector<LayerReport>& run
   return out;
 }
 
-std::string spread_text(const Spread& s, int digits) {
+std::string spread_text(const Stat& s, int digits) {
   return fmt::format("{:.{}f} [{:.{}f}-{:.{}f}]", s.median, digits, s.min, digits, s.max, digits);
 }
 
@@ -758,7 +743,7 @@ std::string runs_table(const std::vector<LayerReport>& runs) {
     busy += r.floors.busy() ? 1 : 0;
   }
   o += fmt::format("floors over the runs: DRAM read {} GB/s, int8 {} GMAC/s; busy runs: {}\n",
-                   spread_text(spread_of(dram), 1), spread_text(spread_of(i8), 0), busy);
+                   spread_text(stat_of(dram), 1), spread_text(stat_of(i8), 0), busy);
   o += fmt::format("timing: {} reps after {} warm-up per run, {}\n\n", first.options.reps,
                    first.options.warmup,
                    first.options.cold ? "last-level cache flushed before each" : "warm cache");
@@ -829,7 +814,7 @@ std::string runs_json_text(const std::vector<LayerReport>& runs) {
   J arr = J::array();
   for (const LayerReport& r : runs) arr.push_back(to_json_object(r));
   root["runs"] = arr;
-  auto sj = [](const Spread& s) { return J{{"median", s.median}, {"min", s.min}, {"max", s.max}}; };
+  auto sj = [](const Stat& s) { return J{{"median", s.median}, {"min", s.min}, {"max", s.max}}; };
   J rows = J::array();
   for (const RowSummary& s : summarize_rows(runs)) {
     J j;
