@@ -104,7 +104,7 @@ bool v4_vector_shape(V4RecordDims d) {
   return d.rope_dim <= d.head_dim && d.head_dim % 32 == 0 && d.nope() % 64 == 0;
 }
 bool mla_vector_shape(size_t key_dim, size_t value_dim) {
-  return key_dim % 32 == 0 && value_dim % 16 == 0 && value_dim <= key_dim;
+  return key_dim % 32 == 0 && value_dim % 32 == 0 && value_dim <= key_dim;
 }
 
 // raw(work) runs the ISA body on the state's arrays.

@@ -249,17 +249,25 @@ MlaFn mla_variant(Isa isa) {
 
 // With a single key, p = exp(0) = 1 and l = 1 exactly, so every variant must return the decoded
 // record bit for bit: a direct check of each ISA's decoding, here with block scale codes from
-// 1 (f32 subnormal products) to 200 (overwriting the encoder's scales).
+// 1 (f32 subnormal products) to 200 (overwriting the encoder's scales), and the smallest e4m3
+// code (0x01, 2^-9) in every block. The AVX-512 variant holds keys and values in bf16 (the upper
+// half of each f32), exact while every decoded value is a normal f32: block scale codes >= 10
+// (the encoder writes >= 105), so it gets the codes from 10 up; at code 1 the smallest code
+// decodes to 2^-135, an f32 subnormal with bits in the lower half.
 TEST(Attention, SingleKeyReturnsDecodedRecordExactly) {
-  const std::vector<uint8_t> codes = {1, 10, 100, 127, 135, 200, 60};
+  const std::vector<uint8_t> all_codes = {1, 10, 100, 127, 135, 200, 60};
+  const std::vector<uint8_t> normal_codes = {10, 100, 127, 135, 200, 60};
   for (const V4RecordDims d : {V4RecordDims{512, 64}, V4RecordDims{128, 64}}) {
-    V4Records r = make_records(17, d, 71);
-    const size_t rb = d.record_bytes();
-    for (size_t j = 0; j < 17; ++j)
-      for (size_t b = 0; b < d.n_scales(); ++b)
-        r.bytes[j * rb + d.nope() + 2 * d.rope_dim + b] = codes[(j + b) % codes.size()];
     const std::vector<float> q = random_floats(2 * d.head_dim, 72, -1e-3f, 1e-3f);
     for (Isa isa : supported_isas()) {
+      const std::vector<uint8_t>& codes = isa == Isa::avx512 ? normal_codes : all_codes;
+      V4Records r = make_records(17, d, 71);
+      const size_t rb = d.record_bytes();
+      for (size_t j = 0; j < 17; ++j)
+        for (size_t b = 0; b < d.n_scales(); ++b) {
+          r.bytes[j * rb + d.nope() + 2 * d.rope_dim + b] = codes[(j + b) % codes.size()];
+          r.bytes[j * rb + b * 64 + (j % 64)] = 0x01;
+        }
       for (size_t j = 0; j < 17; ++j) {
         const uint8_t* rec = &r.bytes[j * rb];
         std::vector<float> expect(d.head_dim);

@@ -1,8 +1,8 @@
 // AVX2 + FMA bodies of kernels/attention.h (the detail::*_raw_avx2 functions).
 //
-// Same tiling as attention_avx512.cpp, in f32 (AVX2 has no bf16 dot product): per tile of
-// kTile = 16 keys, decode once into vt [kTile, key_dim] f32, transpose to kt [key_dim, kTile]
-// (8x8 blocks in registers), QK as 4 heads x 2 registers of 8 keys with the broadcast query dim
+// All in f32 (AVX2 has no bf16 dot product), keys in lanes for QK: per tile of kTile = 16 keys,
+// decode once into vt [kTile, key_dim] f32, transpose to kt [key_dim, kTile] (8x8 blocks in
+// registers), QK as 4 heads x 2 registers of 8 keys with the broadcast query dim
 // (q rounded to bf16 first, so every product is exact in f32 as in _ref), online softmax per
 // head, PV as 6 heads x 16 value dims of acc in registers per pass over the tile's keys.
 // Only intrinsics and raw pointers here (see kernels/attention.h, "Internal").
