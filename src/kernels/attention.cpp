@@ -99,7 +99,7 @@ uint8_t* work_buffer(AttnScratch* scratch, std::vector<uint8_t>& local, size_t b
   return buf.data() + (mis ? 64 - mis : 0);
 }
 
-// Shapes the vector bodies handle: whole 32-dim key blocks (16 bf16 pairs), 16-dim value blocks.
+// Shapes the vector bodies handle: whole 32-dim key and value blocks (16 bf16 pairs).
 bool v4_vector_shape(V4RecordDims d) {
   return d.rope_dim <= d.head_dim && d.head_dim % 32 == 0 && d.nope() % 64 == 0;
 }

@@ -24,10 +24,10 @@
 // Edge cases: an empty key set leaves the state unchanged; keys whose scores are all -inf count as
 // no keys. The AVX-512 variant holds K and V in bf16 in its VDPBF16PS mode (AMD), exact while
 // the block scale code is >= 10 (2^-117; the encoder's scales are >= 2^-22 since amax >= 1e-4);
-// VDPBF16PS and VCVTNEPS2BF16 treat bf16 subnormals (|x| < 2^-126) as zero. NaN codes (never written by the
-// saturating encoder) give unspecified results. Shapes the vector code does not cover (head_dim
-// or key_dim not a multiple of 32, value_dim not a multiple of 16, nope not a multiple of 64) run
-// the _ref code from the _avx2/_avx512 entry points.
+// VDPBF16PS and VCVTNEPS2BF16 treat bf16 subnormals (|x| < 2^-126) as zero. NaN codes (never
+// written by the saturating encoder) give unspecified results. Shapes the vector code does not
+// cover (head_dim or key_dim not a multiple of 32, value_dim not a multiple of 32, nope not a
+// multiple of 64) run the _ref code from the _avx2/_avx512 entry points.
 //
 // Design (docs/kernels-attention.md): per tile of keys, decode once into a small tile shared by
 // all heads (AVX-512: bf16 or f32 rows, heads in SIMD lanes for QK; AVX2: an f32 tile and a

@@ -114,7 +114,7 @@ inline __m512 exp_neg(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-// ---- split pairs -------------------------------------------------------------------------------
+// ---- split pairs --------------------------------------------------------------------------------
 
 inline __m512i high_halves() {
   return _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
@@ -141,12 +141,12 @@ inline __m512 bf16x16(const uint16_t* p) {
 
 // 32 bf16 of consecutive dims -> 16 split pairs (a word permutation).
 inline __m512i bf16x32_to_pairs(const uint16_t* p) {
-  const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24,
-                                       8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                       23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   return _mm512_permutexvar_epi16(idx, _mm512_loadu_si512(p));
 }
 
-// ---- the query, transposed: heads in lanes -----------------------------------------------------
+// ---- the query, transposed: heads in lanes ------------------------------------------------------
 
 // 16 f32 -> bf16 (RNE), zero-extended into the low halves of 16 dwords.
 inline __m512i bf16_rne_lo(const float* x) {
@@ -178,7 +178,8 @@ void prepare_query(const float* q, size_t n_heads, size_t key_dim, const Work& w
           _mm512_store_si512(w.qf + (c + 16 + i) * hp + hb, _mm512_slli_epi32(hi[i], 16));
         }
       } else {
-        for (size_t i = 0; i < 16; ++i) lo[i] = _mm512_or_si512(lo[i], _mm512_slli_epi32(hi[i], 16));
+        for (size_t i = 0; i < 16; ++i)
+          lo[i] = _mm512_or_si512(lo[i], _mm512_slli_epi32(hi[i], 16));
         transpose16x16_epi32(lo, lo);
         for (size_t i = 0; i < 16; ++i) _mm512_store_si512(w.qb + (c / 2 + i) * hp + hb, lo[i]);
       }
@@ -186,7 +187,7 @@ void prepare_query(const float* q, size_t n_heads, size_t key_dim, const Work& w
   }
 }
 
-// ---- decoding one key into a vt row --------------------------------------------------------------
+// ---- decoding one key into a tile row -----------------------------------------------------------
 
 // V4 record -> one tile row: f32 [head_dim] (exact) or split pairs [head_dim/2] (exact for block
 // scale codes >= 10).
@@ -299,7 +300,7 @@ void qk_heads(const Work& w, size_t hb, size_t key_dim, size_t nk, float scale) 
 }
 static_assert(kQkKeys == 8);
 
-// ---- online softmax of 16 heads hb.. over the tile's nk keys -----------------------------------
+// ---- online softmax of 16 heads hb.. over the tile's nk keys ------------------------------------
 
 void softmax_heads(const Work& w, size_t hb, size_t n_heads, size_t nk, float* m, float* l) {
   const size_t hp = w.hp;
@@ -328,7 +329,7 @@ void softmax_heads(const Work& w, size_t hb, size_t n_heads, size_t nk, float* m
   _mm512_mask_storeu_ps(l + hb, valid & live, _mm512_fmadd_ps(l_old, alpha, sum));
 }
 
-// ---- PV: acc[h, c..c+16*NV) = alpha[h]·acc + sum_j p[j,h]·v[j, c..] for NH heads ------------------
+// ---- PV: acc[h, c..c+16*NV) = alpha[h]·acc + sum_j p[j,h]·v[j, c..] for NH heads ----------------
 
 template <size_t NH, size_t NV, bool kF32>
 void pv_block(const Work& w, size_t h0, size_t c, size_t key_dim, size_t value_dim, size_t nk,
@@ -396,8 +397,8 @@ void tile(const Work& w, size_t n_heads, size_t key_dim, size_t value_dim, size_
 
 template <bool kF32>
 void v4_body(const float* q, size_t n_heads, size_t head_dim, size_t rope_dim,
-             const uint8_t* const* recs, size_t n_keys, float scale, float* m, float* l,
-             float* acc, const Work& w) {
+             const uint8_t* const* recs, size_t n_keys, float scale, float* m, float* l, float* acc,
+             const Work& w) {
   prepare_query<kF32>(q, n_heads, head_dim, w);
   const size_t nope = head_dim - rope_dim;
   const size_t rec_bytes = nope + 2 * rope_dim + (nope / 64 + 7) / 8 * 8;
@@ -430,7 +431,8 @@ void mla_body(const float* q, size_t n_heads, size_t key_dim, size_t value_dim,
   prepare_query<kF32>(q, n_heads, key_dim, w);
   for (size_t j0 = 0; j0 < n_keys; j0 += kTile) {
     const size_t nk = n_keys - j0 < kTile ? n_keys - j0 : kTile;
-    for (size_t j = 0; j < nk; ++j) decode_bf16_row<kF32>(latents + (j0 + j) * key_dim, key_dim, w, j);
+    for (size_t j = 0; j < nk; ++j)
+      decode_bf16_row<kF32>(latents + (j0 + j) * key_dim, key_dim, w, j);
     tile<kF32>(w, n_heads, key_dim, value_dim, nk, scale, m, l, acc);
   }
 }
