@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -418,8 +419,28 @@ TEST_F(BenchCli, RunsSummarizeEveryRun) {
   CliRun table = run({"--layer", "swa", "--ctx", "1K,2K", "--reps", "1", "--warmup", "0",
                       "--prefill-tokens", "0", "--runs", "2"});
   ASSERT_EQ(table.exit_code, 0) << table.err;
-  for (const char* text : {"dsv4 bench: 2 runs", "median [min-max] over the runs", " of 2 runs"})
+  for (const char* text : {"dsv4 bench: 2 runs", "median [min-max] over the runs", " of 2 runs",
+                           "each run at 2K: ratio (state)"})
     EXPECT_NE(table.out.find(text), std::string::npos) << text << "\n" << table.out;
+  // The per-run ratios at the largest context are the ones the summary's range is taken over.
+  std::string lo, hi;
+  std::vector<std::string> per_run;
+  const std::regex summary_line(R"(^swa\s+2K\s+\S+\s+\[\S+\]\s+\S+\s+\[([0-9.]+)-([0-9.]+)\])");
+  const std::regex run_line(R"(^([12])\s+([0-9.]+) \([0-9]+%\)$)");
+  for (const std::string& line : lines_of(table.out)) {
+    std::smatch m;
+    if (std::regex_search(line, m, summary_line)) {
+      lo = m[1];
+      hi = m[2];
+    } else if (std::regex_match(line, m, run_line)) {
+      per_run.push_back(m[2]);
+    }
+  }
+  ASSERT_EQ(per_run.size(), 2u) << table.out;
+  std::sort(per_run.begin(), per_run.end(),
+            [](const std::string& a, const std::string& b) { return std::stod(a) < std::stod(b); });
+  EXPECT_EQ(per_run.front(), lo) << table.out;
+  EXPECT_EQ(per_run.back(), hi) << table.out;
   CliRun csv = run({"--layer", "swa", "--ctx", "1K", "--reps", "1", "--warmup", "0",
                     "--prefill-tokens", "0", "--runs", "2", "--csv"});
   ASSERT_EQ(csv.exit_code, 0) << csv.err;

@@ -766,6 +766,38 @@ std::string runs_table(const std::vector<LayerReport>& runs) {
     while (!s.empty() && s.back() == ' ') s.pop_back();
     o += s + "\n";
   }
+  // Each run at the largest context: a run's ratios next to its state readings show whether a
+  // miss ran in one of the machine's slow periods (docs/bench.md, "Why whole runs differ").
+  uint64_t top = 0;
+  for (const LayerRow& row : first.rows) top = std::max(top, row.ctx);
+  std::vector<size_t> cols;  // row indices at the largest context
+  for (size_t i = 0; i < first.rows.size(); ++i)
+    if (first.rows[i].ctx == top) cols.push_back(i);
+  if (!cols.empty()) {
+    o += fmt::format("\neach run at {}: ratio (state)\n", format_count(top));
+    std::vector<std::vector<std::string>> grid = {{"run"}};
+    for (size_t i : cols) grid[0].push_back(kind_name(first.rows[i].kind));
+    for (size_t r = 0; r < runs.size(); ++r) {
+      std::vector<std::string> line = {fmt::format("{}", r + 1)};
+      for (size_t i : cols) {
+        const LayerRow& row = runs[r].rows[i];
+        const double st =
+            runs[r].floors.i8_gmacs > 0 ? row.indexer_kernel_gmacs / runs[r].floors.i8_gmacs : 0.0;
+        line.push_back(st > 0 ? fmt::format("{:.2f} ({:.0f}%)", ratio_of(row), 100 * st)
+                              : fmt::format("{:.2f}", ratio_of(row)));
+      }
+      grid.push_back(line);
+    }
+    std::vector<size_t> gw(grid[0].size(), 0);
+    for (const auto& l : grid)
+      for (size_t k = 0; k < l.size(); ++k) gw[k] = std::max(gw[k], l[k].size());
+    for (const auto& l : grid) {
+      std::string line;
+      for (size_t k = 0; k < l.size(); ++k) line += fmt::format("{:<{}}  ", l[k], gw[k]);
+      while (!line.empty() && line.back() == ' ') line.pop_back();
+      o += line + "\n";
+    }
+  }
   const auto targets = summarize_targets(runs);
   if (!targets.empty()) {
     o += "\ntargets (issue #6), per run:\n";
