@@ -35,8 +35,11 @@
 
 #include <immintrin.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include "kernels/attention.h"
 #include "kernels/x86/prefetch.h"
@@ -275,30 +278,19 @@ void qk_keys(const Work& w, size_t hb, size_t key_dim, size_t j0, float scale) {
       _mm512_store_ps(w.p + (j0 + k) * hp + hb + v * 16, _mm512_mul_ps(acc[k][v], vscale));
 }
 
+// qk_keys for 1 .. kQkKeys keys, indexed by count - 1 (the tail of a tile).
+template <size_t HV, bool kF32, size_t... I>
+constexpr auto qk_key_table(std::index_sequence<I...>) {
+  return std::array{&qk_keys<HV, I + 1, kF32>...};
+}
+
 template <size_t HV, bool kF32>
 void qk_heads(const Work& w, size_t hb, size_t key_dim, size_t nk, float scale) {
+  static constexpr auto kByCount = qk_key_table<HV, kF32>(std::make_index_sequence<kQkKeys>());
   size_t j = 0;
   for (; j + kQkKeys <= nk; j += kQkKeys) qk_keys<HV, kQkKeys, kF32>(w, hb, key_dim, j, scale);
-  switch (nk - j) {
-    case 7:
-      return qk_keys<HV, 7, kF32>(w, hb, key_dim, j, scale);
-    case 6:
-      return qk_keys<HV, 6, kF32>(w, hb, key_dim, j, scale);
-    case 5:
-      return qk_keys<HV, 5, kF32>(w, hb, key_dim, j, scale);
-    case 4:
-      return qk_keys<HV, 4, kF32>(w, hb, key_dim, j, scale);
-    case 3:
-      return qk_keys<HV, 3, kF32>(w, hb, key_dim, j, scale);
-    case 2:
-      return qk_keys<HV, 2, kF32>(w, hb, key_dim, j, scale);
-    case 1:
-      return qk_keys<HV, 1, kF32>(w, hb, key_dim, j, scale);
-    default:
-      return;
-  }
+  if (j < nk) kByCount[nk - j - 1](w, hb, key_dim, j, scale);
 }
-static_assert(kQkKeys == 8);
 
 // ---- online softmax of 16 heads hb.. over the tile's nk keys ------------------------------------
 
@@ -437,6 +429,15 @@ void mla_body(const float* q, size_t n_heads, size_t key_dim, size_t value_dim,
   }
 }
 
+// body(std::bool_constant<kF32>) for the call's QK mode.
+template <typename Body>
+void with_mode(detail::AttnQk qk, Body&& body) {
+  if (qk == detail::AttnQk::f32_fma)
+    body(std::true_type{});
+  else
+    body(std::false_type{});
+}
+
 }  // namespace
 
 namespace detail {
@@ -450,10 +451,10 @@ void attend_v4_fp8_raw_avx512(const float* q, size_t n_heads, size_t head_dim, s
                               float* l, float* acc, uint8_t* work, AttnQk qk) {
   if (n_keys == 0) return;
   const Work w = carve(work, n_heads, head_dim);
-  if (qk == AttnQk::f32_fma)
-    v4_body<true>(q, n_heads, head_dim, rope_dim, recs, n_keys, scale, m, l, acc, w);
-  else
-    v4_body<false>(q, n_heads, head_dim, rope_dim, recs, n_keys, scale, m, l, acc, w);
+  with_mode(qk, [&](auto f32) {
+    v4_body<decltype(f32)::value>(q, n_heads, head_dim, rope_dim, recs, n_keys, scale, m, l, acc,
+                                  w);
+  });
 }
 
 void attend_mla_bf16_raw_avx512(const float* q, size_t n_heads, size_t key_dim, size_t value_dim,
@@ -461,10 +462,10 @@ void attend_mla_bf16_raw_avx512(const float* q, size_t n_heads, size_t key_dim, 
                                 float* l, float* acc, uint8_t* work, AttnQk qk) {
   if (n_keys == 0) return;
   const Work w = carve(work, n_heads, key_dim);
-  if (qk == AttnQk::f32_fma)
-    mla_body<true>(q, n_heads, key_dim, value_dim, latents, n_keys, scale, m, l, acc, w);
-  else
-    mla_body<false>(q, n_heads, key_dim, value_dim, latents, n_keys, scale, m, l, acc, w);
+  with_mode(qk, [&](auto f32) {
+    mla_body<decltype(f32)::value>(q, n_heads, key_dim, value_dim, latents, n_keys, scale, m, l,
+                                   acc, w);
+  });
 }
 
 }  // namespace detail
