@@ -319,23 +319,12 @@ void attend_v4_fp8_raw_avx2(const float* q, size_t n_heads, size_t head_dim, siz
   if (n_keys == 0) return;
   const Work w = carve(work, n_heads, head_dim);
   prepare_query(q, n_heads * head_dim, w.qf);
-  const size_t nope = head_dim - rope_dim;
-  const size_t rec_bytes = nope + 2 * rope_dim + (nope / 64 + 7) / 8 * 8;
-  // The first tile's scattered records kFirstAhead ahead of its decode (attention_avx512.cpp).
-  const size_t first = n_keys < kTile ? n_keys : kTile;
-  for (size_t j = 0; j < kFirstAhead && j < first; ++j) x86::prefetch_record(recs[j], rec_bytes);
-  for (size_t j0 = 0; j0 < n_keys; j0 += kTile) {
-    const size_t nk = n_keys - j0 < kTile ? n_keys - j0 : kTile;
-    // Record j of the next tile is prefetched while record j of this one is decoded.
-    const size_t next = n_keys - j0 - nk < kTile ? n_keys - j0 - nk : kTile;
-    for (size_t j = 0; j < nk; ++j) {
-      if (j0 == 0 && j + kFirstAhead < nk && x86::scattered(recs, j + kFirstAhead, rec_bytes))
-        x86::prefetch_record(recs[j + kFirstAhead], rec_bytes);
-      if (j < next) x86::prefetch_record(recs[j0 + nk + j], rec_bytes);
-      decode_v4(recs[j0 + j], head_dim, rope_dim, w.vt + j * head_dim);
-    }
-    tile(w, n_heads, head_dim, head_dim, nk, scale, m, l, acc);
-  }
+  x86::walk_record_tiles<kTile, kFirstAhead>(
+      recs, n_keys, x86::v4_record_bytes(head_dim, rope_dim),
+      [&](const uint8_t* rec, size_t j) {
+        decode_v4(rec, head_dim, rope_dim, w.vt + j * head_dim);
+      },
+      [&](size_t nk) { tile(w, n_heads, head_dim, head_dim, nk, scale, m, l, acc); });
 }
 
 void attend_mla_bf16_raw_avx2(const float* q, size_t n_heads, size_t key_dim, size_t value_dim,

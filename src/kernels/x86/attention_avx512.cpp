@@ -392,28 +392,10 @@ void v4_body(const float* q, size_t n_heads, size_t head_dim, size_t rope_dim,
              const uint8_t* const* recs, size_t n_keys, float scale, float* m, float* l, float* acc,
              const Work& w) {
   prepare_query<kF32>(q, n_heads, head_dim, w);
-  const size_t nope = head_dim - rope_dim;
-  const size_t rec_bytes = nope + 2 * rope_dim + (nope / 64 + 7) / 8 * 8;
-  // The first tile's records are prefetched kFirstAhead records ahead of its decode where they
-  // are scattered: a call of one tile (a 64-key block of a CSA token, its selected entries)
-  // would otherwise wait on memory for every record. Adjacent records (the window, HCA entries)
-  // are left to the hardware prefetcher. In-process A/B, alternate reps, cold: CSA decode at
-  // 64K -3 to -5 %, its 64-token prefill -3 %; HCA unchanged.
-  const size_t first = n_keys < kTile ? n_keys : kTile;
-  for (size_t j = 0; j < kFirstAhead && j < first; ++j) x86::prefetch_record(recs[j], rec_bytes);
-  for (size_t j0 = 0; j0 < n_keys; j0 += kTile) {
-    const size_t nk = n_keys - j0 < kTile ? n_keys - j0 : kTile;
-    // Record j of the next tile is prefetched while record j of this one is decoded (pointers may
-    // be scattered: CSA selections); all at once, the prefetches stall on miss buffers.
-    const size_t next = n_keys - j0 - nk < kTile ? n_keys - j0 - nk : kTile;
-    for (size_t j = 0; j < nk; ++j) {
-      if (j0 == 0 && j + kFirstAhead < nk && x86::scattered(recs, j + kFirstAhead, rec_bytes))
-        x86::prefetch_record(recs[j + kFirstAhead], rec_bytes);
-      if (j < next) x86::prefetch_record(recs[j0 + nk + j], rec_bytes);
-      decode_v4<kF32>(recs[j0 + j], head_dim, rope_dim, w, j);
-    }
-    tile<kF32>(w, n_heads, head_dim, head_dim, nk, scale, m, l, acc);
-  }
+  x86::walk_record_tiles<kTile, kFirstAhead>(
+      recs, n_keys, x86::v4_record_bytes(head_dim, rope_dim),
+      [&](const uint8_t* rec, size_t j) { decode_v4<kF32>(rec, head_dim, rope_dim, w, j); },
+      [&](size_t nk) { tile<kF32>(w, n_heads, head_dim, head_dim, nk, scale, m, l, acc); });
 }
 
 template <bool kF32>
